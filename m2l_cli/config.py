@@ -1,0 +1,164 @@
+"""The model's configuration: one dataclass, saved inside every weights file.
+
+Shapes through a patchifier, for one chunk of 64 STFT frames ([2, 1024, 64] as
+channels x frequency x time):
+
+- the stem is a strided convolution (kernel = stride = `stem_stride`) that turns each
+  frequency x time patch into one vector of `channels[0]` features;
+- each later level first downsamples by its entry of `downsample` (again kernel =
+  stride), then runs `blocks[level]` residual blocks;
+- the last grid is flattened into tokens for the transformer.
+
+`small` (CPU default): stem (4, 2) -> 256x32, then 128x16, 64x8, 32x4: 128 tokens
+per chunk (256 for the consistency model's two chunks).
+`paper`: stem (2, 1) -> 512x64, then 256x32, 128x16, 64x8, 32x8, 16x8: 128 tokens
+per chunk, with the paper's layers [3,3,3,4,5,1] and channels [64,128,256,256,256,256].
+The paper does not give its factors or token count; these are ours.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Every number that fixes the model's shapes and its signal path."""
+
+    name: str = "small"
+    # Audio and spectral transform (SPEC: hop 512, window 2048, 1024 bins).
+    sample_rate: int = 44100
+    hop_length: int = 512
+    frequency_bins: int = 1024
+    amplitude_alpha: float = 0.65
+    amplitude_beta: float = 0.35
+    chunk_frames: int = 64
+    # Summary embeddings.
+    num_latents: int = 8
+    latent_dim: int = 64
+    # Convolutional patchifier / de-patchifier (mirrored).
+    stem_stride: tuple[int, int] = (4, 2)
+    channels: tuple[int, ...] = (32, 64, 128, 128)
+    blocks: tuple[int, ...] = (1, 1, 1, 1)
+    downsample: tuple[tuple[int, int], ...] = ((2, 2), (2, 2), (2, 2))
+    # Transformers.
+    dim: int = 192
+    heads: int = 4
+    mlp_ratio: int = 4
+    encoder_depth: int = 4
+    decoder_depth: int = 4
+    consistency_depth: int = 6
+    noise_embedding_dim: int = 256
+    group_norm_groups: int = 8
+    # EDM / consistency parametrisation.
+    sigma_min: float = 0.002
+    sigma_max: float = 80.0
+    sigma_data: float = 0.5
+    rho: float = 7.0
+    extra: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if len(self.channels) != len(self.blocks):
+            raise ValueError("channels and blocks need one entry per level")
+        if len(self.downsample) != len(self.channels) - 1:
+            raise ValueError("downsample needs one entry per level after the first")
+        freq, time = self.frequency_bins, self.chunk_frames
+        for down_freq, down_time in (self.stem_stride, *self.downsample):
+            if freq % down_freq or time % down_time:
+                raise ValueError("the downsampling factors must divide the chunk shape")
+            freq, time = freq // down_freq, time // down_time
+
+    @property
+    def n_fft(self) -> int:
+        """The STFT window: 4 hops, as in the papers."""
+        return 4 * self.hop_length
+
+    @property
+    def chunk_samples(self) -> int:
+        """Waveform samples one chunk covers: 64 * 512 = 32768."""
+        return self.chunk_frames * self.hop_length
+
+    @property
+    def level_grids(self) -> list[tuple[int, int]]:
+        """(frequency, time) size of the feature map at every level."""
+        freq = self.frequency_bins // self.stem_stride[0]
+        time = self.chunk_frames // self.stem_stride[1]
+        grids = [(freq, time)]
+        for down_freq, down_time in self.downsample:
+            freq, time = freq // down_freq, time // down_time
+            grids.append((freq, time))
+        return grids
+
+    @property
+    def token_grid(self) -> tuple[int, int]:
+        """(frequency, time) size of the last level: its cells become tokens."""
+        return self.level_grids[-1]
+
+    @property
+    def tokens_per_chunk(self) -> int:
+        freq, time = self.token_grid
+        return freq * time
+
+    @property
+    def compression_ratio(self) -> float:
+        """Waveform samples per latent number (64 for 32768 / (8 * 64))."""
+        return self.chunk_samples / (self.num_latents * self.latent_dim)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> ModelConfig:
+        """Rebuild a config from `to_json`; unknown keys are an error, not ignored."""
+        data = json.loads(text)
+        known = {item.name for item in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown config keys: {', '.join(unknown)}")
+        for key in ("stem_stride", "channels", "blocks"):
+            if key in data:
+                data[key] = tuple(data[key])
+        if "downsample" in data:
+            data["downsample"] = tuple(tuple(pair) for pair in data["downsample"])
+        return cls(**data)
+
+
+PRESETS: dict[str, ModelConfig] = {
+    "small": ModelConfig(),
+    "paper": ModelConfig(
+        name="paper",
+        stem_stride=(2, 1),
+        channels=(64, 128, 256, 256, 256, 256),
+        blocks=(3, 3, 3, 4, 5, 1),
+        downsample=((2, 2), (2, 2), (2, 2), (2, 1), (2, 1)),
+        dim=256,
+        encoder_depth=16,
+        decoder_depth=16,
+        consistency_depth=16,
+    ),
+    # A very small model for tests: same signal path, a fraction of the cost.
+    "tiny": ModelConfig(
+        name="tiny",
+        stem_stride=(8, 4),
+        channels=(8, 16),
+        blocks=(1, 1),
+        downsample=((8, 4),),
+        dim=32,
+        heads=2,
+        mlp_ratio=2,
+        encoder_depth=1,
+        decoder_depth=1,
+        consistency_depth=2,
+        noise_embedding_dim=32,
+        group_norm_groups=4,
+    ),
+}
+
+
+def preset(name: str) -> ModelConfig:
+    """The named preset; a clear error lists the names that exist."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
+    return PRESETS[name]
+

@@ -1,0 +1,17 @@
+"""Errors a user can cause: each carries a one-line message the CLI prints as is."""
+
+
+class M2LError(Exception):
+    """Base class for every error caused by input (files, options, weights)."""
+
+
+class AudioError(M2LError):
+    """An audio file could not be read or written."""
+
+
+class ContainerError(M2LError):
+    """A .m2l container is malformed, truncated or corrupt."""
+
+
+class ModelError(M2LError):
+    """Weights are missing, malformed, or do not match what is asked of them."""

@@ -1,0 +1,79 @@
+"""Consistency model over one or two consecutive chunks, and the EDM parametrisation.
+
+f(x, sigma) = c_skip(sigma) x + c_out(sigma) F(c_in(sigma) x, sigma), applied per chunk
+with that chunk's own sigma. In the transformer the second chunk sees the first, the
+first never sees the second (chunked causal attention).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..config import ModelConfig
+from .blocks import NoiseEmbedding, TransformerBlock, chunk_causal_mask
+from .patchify import DePatchifier, Patchifier
+
+
+def edm_scalings(
+    sigma: torch.Tensor, config: ModelConfig
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(c_skip, c_out, c_in) for noise levels `sigma` (any shape)."""
+    data, minimum = config.sigma_data, config.sigma_min
+    c_skip = data**2 / ((sigma - minimum) ** 2 + data**2)
+    c_out = data * (sigma - minimum) / torch.sqrt(data**2 + sigma**2)
+    c_in = 1.0 / torch.sqrt(sigma**2 + data**2)
+    return c_skip, c_out, c_in
+
+
+def sigma_from_time(t: torch.Tensor, config: ModelConfig) -> torch.Tensor:
+    """Continuous time t in [0, 1] -> noise level (EDM's rho schedule)."""
+    inverse_rho = 1.0 / config.rho
+    low, high = config.sigma_min**inverse_rho, config.sigma_max**inverse_rho
+    return (low + t * (high - low)) ** config.rho
+
+
+class ConsistencyModel(nn.Module):
+    """Noisy chunks + noise levels + decoder features -> denoised chunks."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        condition_dim = config.noise_embedding_dim
+        self.noise_embedding = NoiseEmbedding(condition_dim)
+        self.patchifier = Patchifier(config, condition_dim, cross_connections=True)
+        self.chunk_slot = nn.Parameter(torch.zeros(1, 2, 1, config.dim))
+        self.blocks = nn.ModuleList(
+            TransformerBlock(config.dim, config.heads, config.mlp_ratio, condition_dim)
+            for _ in range(config.consistency_depth)
+        )
+        self.norm = nn.LayerNorm(config.dim)
+        self.depatchifier = DePatchifier(config, condition_dim, output_head=True)
+
+    def network(
+        self, x: torch.Tensor, sigma: torch.Tensor, features: list[torch.Tensor]
+    ) -> torch.Tensor:
+        """The raw network F. x: [B, n, 2, F, T], sigma: [B, n], features: [B*n, ...] per level."""
+        batch, chunks = sigma.shape
+        condition = self.noise_embedding(sigma.reshape(-1))
+        flat = x.reshape(batch * chunks, *x.shape[2:]).contiguous(memory_format=torch.channels_last)
+        tokens, skips = self.patchifier(flat, condition, features)
+        tokens = tokens.reshape(batch, chunks, *tokens.shape[1:]) + self.chunk_slot[:, :chunks]
+        tokens = tokens.reshape(batch, -1, tokens.shape[-1])
+        mask = chunk_causal_mask(chunks, self.config.tokens_per_chunk, x.device)
+        chunk_condition = condition.reshape(batch, chunks, -1)
+        for block in self.blocks:
+            tokens = block(tokens, mask, chunk_condition)
+        tokens = self.norm(tokens).reshape(batch * chunks, -1, tokens.shape[-1])
+        _, output = self.depatchifier(tokens, condition, skips)
+        return output.reshape(x.shape)
+
+    def forward(
+        self, x: torch.Tensor, sigma: torch.Tensor, features: list[torch.Tensor]
+    ) -> torch.Tensor:
+        """f(x, sigma): the consistency function, one sigma per chunk."""
+        c_skip, c_out, c_in = (
+            scale[:, :, None, None, None] for scale in edm_scalings(sigma, self.config)
+        )
+        raw = self.network(c_in * x, sigma, features)
+        return c_skip * x + c_out * raw.to(x.dtype)

@@ -1,0 +1,99 @@
+"""Weights files: safetensors with the config and model name in the metadata.
+
+A model's id is the first 12 hex digits of the sha256 of its weights file, so the
+same weights always carry the same id, and containers can name the model that made
+them. Only safetensors is read: no pickle ever runs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorsError
+from safetensors.torch import load as load_tensors
+from safetensors.torch import save as save_tensors
+
+from .config import ModelConfig
+from .errors import ModelError
+from .model import Music2Latent2
+
+FORMAT_TAG = "m2l-weights-1"
+
+
+def model_id_of(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()[:12]
+
+
+def serialize(model: Music2Latent2, model_name: str, dtype: torch.dtype | None = None) -> bytes:
+    """The weights file's bytes (optionally cast, e.g. to float16 to halve the size)."""
+    tensors = {
+        key: (value.to(dtype) if dtype is not None and value.is_floating_point() else value)
+        .detach()
+        .cpu()
+        .contiguous()
+        for key, value in model.state_dict().items()
+    }
+    metadata = {"format": FORMAT_TAG, "config": model.config.to_json(), "model_name": model_name}
+    return save_tensors(tensors, metadata=metadata)
+
+
+def _metadata(data: bytes, name: str) -> dict[str, str]:
+    """Reads the safetensors header's metadata without loading the tensors."""
+    if len(data) < 8:
+        raise ModelError(f"{name}: not a safetensors weights file")
+    header_size = int.from_bytes(data[:8], "little")
+    try:
+        header = json.loads(data[8 : 8 + header_size])
+    except (ValueError, UnicodeDecodeError):
+        raise ModelError(f"{name}: not a safetensors weights file") from None
+    metadata = header.get("__metadata__") if isinstance(header, dict) else None
+    if not isinstance(metadata, dict) or metadata.get("format") != FORMAT_TAG:
+        raise ModelError(f"{name}: safetensors file without m2l model metadata")
+    return metadata
+
+
+def deserialize(data: bytes, name: str) -> tuple[Music2Latent2, str]:
+    """Bytes of a weights file -> (model in float32, model name). Checks everything."""
+    metadata = _metadata(data, name)
+    try:
+        config = ModelConfig.from_json(metadata["config"])
+    except (KeyError, ValueError, TypeError) as error:
+        raise ModelError(f"{name}: bad model config in weights metadata ({error})") from None
+    try:
+        tensors = load_tensors(data)
+    except (SafetensorsError, ValueError) as error:
+        raise ModelError(f"{name}: corrupt safetensors data ({error})") from None
+    model = Music2Latent2(config)
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(tensors))
+    unexpected = sorted(set(tensors) - set(expected))
+    if missing or unexpected:
+        first = (missing or unexpected)[0]
+        kind = "missing" if missing else "unexpected"
+        raise ModelError(f"{name}: weights do not match their config ({kind} tensor {first})")
+    for key, value in expected.items():
+        if tuple(tensors[key].shape) != tuple(value.shape):
+            raise ModelError(
+                f"{name}: weights do not match their config ({key} has shape "
+                f"{tuple(tensors[key].shape)}, config needs {tuple(value.shape)})"
+            )
+    model.load_state_dict({key: value.float() for key, value in tensors.items()})
+    return model, metadata.get("model_name", config.name)
+
+
+def read_weights(path: str | Path) -> tuple[Music2Latent2, str, str]:
+    """Path -> (model, model name, model id)."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise ModelError(f"{path}: no such weights file") from None
+    except IsADirectoryError:
+        raise ModelError(f"{path}: is a directory, not a weights file") from None
+    except OSError as error:
+        raise ModelError(f"{path}: cannot read weights ({error.strerror})") from None
+    model, model_name = deserialize(data, str(path))
+    return model, model_name, model_id_of(data)

@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorsError
+from safetensors import SafetensorError
 from safetensors.torch import load as load_tensors
 from safetensors.torch import save as save_tensors
 
@@ -21,13 +21,22 @@ from .errors import ModelError
 from .model import Music2Latent2
 
 FORMAT_TAG = "m2l-weights-1"
+DEFAULT_MODEL_FILE = "default.safetensors"
 
 
 def model_id_of(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()[:12]
 
 
-def serialize(model: Music2Latent2, model_name: str, dtype: torch.dtype | None = None) -> bytes:
+def default_model_path() -> Path | None:
+    """The model bundled with the package, if this build ships one."""
+    path = Path(__file__).parent / "weights" / DEFAULT_MODEL_FILE
+    return path if path.is_file() else None
+
+
+def serialize(
+    model: Music2Latent2, model_name: str, dtype: torch.dtype | None = None, trained: bool = True
+) -> bytes:
     """The weights file's bytes (optionally cast, e.g. to float16 to halve the size)."""
     tensors = {
         key: (value.to(dtype) if dtype is not None and value.is_floating_point() else value)
@@ -36,7 +45,12 @@ def serialize(model: Music2Latent2, model_name: str, dtype: torch.dtype | None =
         .contiguous()
         for key, value in model.state_dict().items()
     }
-    metadata = {"format": FORMAT_TAG, "config": model.config.to_json(), "model_name": model_name}
+    metadata = {
+        "format": FORMAT_TAG,
+        "config": model.config.to_json(),
+        "model_name": model_name,
+        "trained": "yes" if trained else "no",
+    }
     return save_tensors(tensors, metadata=metadata)
 
 
@@ -55,8 +69,8 @@ def _metadata(data: bytes, name: str) -> dict[str, str]:
     return metadata
 
 
-def deserialize(data: bytes, name: str) -> tuple[Music2Latent2, str]:
-    """Bytes of a weights file -> (model in float32, model name). Checks everything."""
+def deserialize(data: bytes, name: str) -> tuple[Music2Latent2, dict[str, str]]:
+    """Bytes of a weights file -> (model in float32, metadata). Checks everything."""
     metadata = _metadata(data, name)
     try:
         config = ModelConfig.from_json(metadata["config"])
@@ -64,7 +78,7 @@ def deserialize(data: bytes, name: str) -> tuple[Music2Latent2, str]:
         raise ModelError(f"{name}: bad model config in weights metadata ({error})") from None
     try:
         tensors = load_tensors(data)
-    except (SafetensorsError, ValueError) as error:
+    except (SafetensorError, ValueError) as error:
         raise ModelError(f"{name}: corrupt safetensors data ({error})") from None
     model = Music2Latent2(config)
     expected = model.state_dict()
@@ -81,11 +95,11 @@ def deserialize(data: bytes, name: str) -> tuple[Music2Latent2, str]:
                 f"{tuple(tensors[key].shape)}, config needs {tuple(value.shape)})"
             )
     model.load_state_dict({key: value.float() for key, value in tensors.items()})
-    return model, metadata.get("model_name", config.name)
+    return model, metadata
 
 
-def read_weights(path: str | Path) -> tuple[Music2Latent2, str, str]:
-    """Path -> (model, model name, model id)."""
+def read_weights(path: str | Path) -> tuple[Music2Latent2, dict[str, str], str]:
+    """Path -> (model, metadata, model id)."""
     path = Path(path)
     try:
         data = path.read_bytes()
@@ -95,5 +109,5 @@ def read_weights(path: str | Path) -> tuple[Music2Latent2, str, str]:
         raise ModelError(f"{path}: is a directory, not a weights file") from None
     except OSError as error:
         raise ModelError(f"{path}: cannot read weights ({error.strerror})") from None
-    model, model_name = deserialize(data, str(path))
-    return model, model_name, model_id_of(data)
+    model, metadata = deserialize(data, str(path))
+    return model, metadata, model_id_of(data)

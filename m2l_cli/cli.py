@@ -1,0 +1,362 @@
+"""The `m2l` command: a thin layer of options, progress and messages over the Python API."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from ._version import __version__
+from .codec import DEFAULT_BATCH_SIZE, Codec
+from .container import Latents
+from .errors import M2LError, ModelError
+from .files import (
+    AUDIO_SUFFIXES,
+    CONTAINER_SUFFIX,
+    STDIO,
+    FileResult,
+    check_output,
+    decode_files,
+    default_output,
+    encode_files,
+)
+from .weights import default_model_path
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="m2l: compress audio into .m2l latent containers (Music2Latent2) and back.",
+)
+console = Console(stderr=True)
+
+ModelOption = Annotated[
+    Optional[Path],
+    typer.Option("--model", "-m", envvar="M2L_MODEL", help="Weights file (.safetensors)."),
+]
+DeviceOption = Annotated[str, typer.Option(help="auto, cpu, cuda or mps.")]
+PrecisionOption = Annotated[str, typer.Option(help="auto, fp32, bf16 or fp16.")]
+ThreadsOption = Annotated[Optional[int], typer.Option(min=1, help="CPU threads.")]
+BatchOption = Annotated[
+    int, typer.Option("--batch-size", min=1, help="Chunks (encode) or streams (decode) per call.")
+]
+ForceOption = Annotated[bool, typer.Option("--force", "-f", help="Overwrite existing outputs.")]
+QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="No progress or notes.")]
+SigmaOption = Annotated[
+    float, typer.Option("--sigma-cond", min=0.0, max=80.0, help="Noise on the previous chunk.")
+]
+SeedOption = Annotated[int, typer.Option(help="Noise seed: the same seed gives the same audio.")]
+RateOption = Annotated[
+    Optional[int], typer.Option("--sample-rate", min=1, help="Output rate (default: original).")
+]
+FormatOption = Annotated[
+    Optional[str], typer.Option("--format", help="wav or flac (default: from the extension).")
+]
+SubtypeOption = Annotated[
+    Optional[str], typer.Option(help="Sample format, e.g. PCM_16, PCM_24, FLOAT.")
+]
+MetaOption = Annotated[
+    Optional[list[str]], typer.Option("--meta", help="key=value stored in the header; repeatable.")
+]
+
+
+def fail(message: str) -> typer.Exit:
+    console.print(f"m2l: error: {message}", markup=False, highlight=False, soft_wrap=True)
+    return typer.Exit(1)
+
+
+def load_codec(model: Path | None, device: str, precision: str, threads: int | None, quiet: bool) -> Codec:
+    """The codec for --model / M2L_MODEL, else the bundled default; says so if none."""
+    path = model or default_model_path()
+    if path is None:
+        raise ModelError(
+            "no model: this version ships no default model; pass --model PATH or set M2L_MODEL"
+        )
+    codec = Codec.load(path, device=device, precision=precision, threads=threads)
+    if not codec.trained and not quiet:
+        console.print(
+            f"m2l: note: model {codec.model_name} is untrained: its audio is not a real codec's",
+            markup=False, highlight=False,
+        )
+    return codec
+
+
+@contextmanager
+def progress_bar(description: str, total: float | None, quiet: bool):
+    """A rich progress bar on stderr, only on a terminal; yields an `advance` callback."""
+    if quiet or not console.is_terminal:
+        yield None
+        return
+    columns = (TextColumn("{task.description}"), BarColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=console, transient=True) as progress:
+        task = progress.add_task(description, total=total)
+        yield lambda amount: progress.advance(task, amount)
+
+
+def parse_metadata(items: list[str] | None) -> dict[str, str]:
+    metadata = {}
+    for item in items or []:
+        key, separator, value = item.partition("=")
+        if not separator or not key:
+            raise typer.BadParameter(f"{item!r} is not key=value", param_hint="--meta")
+        metadata[key] = value
+    return metadata
+
+
+def report(results: list[FileResult]) -> int:
+    """Prints each failure on one line; returns the exit code."""
+    failed = [result for result in results if result.error]
+    for result in failed:
+        console.print(f"m2l: error: {result.error}", markup=False, highlight=False, soft_wrap=True)
+    return 1 if failed else 0
+
+
+def audio_seconds(path: str) -> float | None:
+    """Duration from the file header, for the progress bar; None when unknown."""
+    try:
+        import soundfile
+
+        return soundfile.info(path).duration
+    except Exception:
+        return None
+
+
+@app.command()
+def encode(
+    source: Annotated[str, typer.Argument(metavar="IN", help="Audio file, or - for stdin.")],
+    output: Annotated[Optional[str], typer.Option("--output", "-o", help="Output .m2l, or -.")] = None,
+    model: ModelOption = None,
+    device: DeviceOption = "auto",
+    precision: PrecisionOption = "auto",
+    threads: ThreadsOption = None,
+    batch_size: BatchOption = DEFAULT_BATCH_SIZE,
+    meta: MetaOption = None,
+    force: ForceOption = False,
+    quiet: QuietOption = False,
+) -> None:
+    """Encode an audio file (wav, flac, ogg, opus, mp3, aiff...) into an .m2l container."""
+    target = output or default_output(source, CONTAINER_SUFFIX)
+    metadata = parse_metadata(meta)
+    check_output(target, force)
+    codec = load_codec(model, device, precision, threads, quiet)
+    seconds = None if source == STDIO else audio_seconds(source)
+    total = seconds * codec.config.sample_rate / codec.config.chunk_samples if seconds else None
+    with progress_bar("encoding", total, quiet) as advance:
+        per_channel = _per_channel_progress(advance, source)
+        results = list(encode_files(codec, [(source, target)], metadata, batch_size, per_channel))
+    raise typer.Exit(report(results))
+
+
+def _per_channel_progress(advance, source: str):
+    """Encode progress counts chunk-channels; the bar counts chunks."""
+    if advance is None:
+        return None
+    try:
+        import soundfile
+
+        channels = soundfile.info(source).channels
+    except Exception:
+        channels = 1
+    return lambda items: advance(items / channels)
+
+
+@app.command()
+def decode(
+    source: Annotated[str, typer.Argument(metavar="IN", help=".m2l container, or - for stdin.")],
+    output: Annotated[Optional[str], typer.Option("--output", "-o", help="Output audio, or -.")] = None,
+    model: ModelOption = None,
+    device: DeviceOption = "auto",
+    precision: PrecisionOption = "auto",
+    threads: ThreadsOption = None,
+    batch_size: BatchOption = DEFAULT_BATCH_SIZE,
+    sigma_cond: SigmaOption = 0.4,
+    seed: SeedOption = 0,
+    sample_rate: RateOption = None,
+    format_name: FormatOption = None,
+    subtype: SubtypeOption = None,
+    force: ForceOption = False,
+    quiet: QuietOption = False,
+) -> None:
+    """Decode an .m2l container to WAV or FLAC, at the original sample rate by default."""
+    target = output or default_output(source, ".wav")
+    check_output(target, force)
+    codec = load_codec(model, device, precision, threads, quiet)
+    total = _decode_steps(source)
+    with progress_bar("decoding", total, quiet) as advance:
+        results = list(
+            decode_files(
+                codec, [(source, target)], sigma_cond, seed, sample_rate, format_name, subtype,
+                batch_size, advance,
+            )
+        )
+    raise typer.Exit(report(results))
+
+
+def _decode_steps(source: str) -> int | None:
+    """Decode progress counts steps of every channel: channels * (chunks + 1)."""
+    if source == STDIO:
+        return None
+    try:
+        from .container import read_header
+
+        header, _ = read_header(source)
+        return header["channels"] * (header["chunks"] + 1)
+    except M2LError:
+        return None
+
+
+@app.command()
+def info(
+    path: Annotated[str, typer.Argument(metavar="FILE", help=".m2l container, or -.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the header as JSON.")] = False,
+) -> None:
+    """Show what an .m2l container holds (and check it is intact)."""
+    latents = Latents.load(sys.stdin.buffer if path == STDIO else path)
+    header = latents.header()
+    if as_json:
+        print(json.dumps(header, indent=2, sort_keys=True))
+        return
+    table = Table(show_header=False, box=None)
+    for key, value in _info_rows(latents, path):
+        table.add_row(key, value)
+    Console().print(table)
+
+
+def _info_rows(latents: Latents, path: str) -> list[tuple[str, str]]:
+    size = os.path.getsize(path) if path != STDIO else None
+    rows = [
+        ("model", f"{latents.model_name} ({latents.model_id})"),
+        ("duration", f"{latents.duration:.3f} s ({latents.num_samples} samples)"),
+        ("sample rate", f"{latents.original_sample_rate} Hz (model {latents.sample_rate} Hz)"),
+        ("channels", str(latents.channels)),
+        ("chunks", f"{latents.chunks} x {latents.num_latents} x {latents.latent_dim} float16"),
+        ("tool version", latents.tool_version),
+    ]
+    if size is not None:
+        rows.append(("file size", f"{size} bytes"))
+    rows += [(f"meta {key}", value) for key, value in sorted(latents.metadata.items())]
+    return rows
+
+
+@app.command()
+def batch(
+    folder: Annotated[Path, typer.Argument(metavar="DIR", help="Folder to process, recursively.")],
+    decode_mode: Annotated[bool, typer.Option("--decode", help="Decode .m2l files.")] = False,
+    output_dir: Annotated[
+        Optional[Path], typer.Option("--output-dir", help="Mirror the tree here (default: beside).")
+    ] = None,
+    model: ModelOption = None,
+    device: DeviceOption = "auto",
+    precision: PrecisionOption = "auto",
+    threads: ThreadsOption = None,
+    batch_size: BatchOption = DEFAULT_BATCH_SIZE,
+    sigma_cond: SigmaOption = 0.4,
+    seed: SeedOption = 0,
+    sample_rate: RateOption = None,
+    format_name: Annotated[str, typer.Option("--format", help="Decode output: wav or flac.")] = "wav",
+    subtype: SubtypeOption = None,
+    meta: MetaOption = None,
+    force: ForceOption = False,
+    quiet: QuietOption = False,
+) -> None:
+    """Encode every audio file in a folder (or decode every .m2l with --decode)."""
+    if not folder.is_dir():
+        raise fail(f"{folder}: not a folder")
+    if format_name.lower() not in ("wav", "flac"):
+        raise typer.BadParameter("choose wav or flac", param_hint="--format")
+    suffixes = {CONTAINER_SUFFIX} if decode_mode else AUDIO_SUFFIXES
+    out_suffix = f".{format_name.lower()}" if decode_mode else CONTAINER_SUFFIX
+    pairs, skipped = plan_batch(folder, output_dir, suffixes, out_suffix, force)
+    results: list[FileResult] = []
+    if pairs:
+        codec = load_codec(model, device, precision, threads, quiet)
+        with progress_bar(f"{len(pairs)} files", len(pairs), quiet) as advance:
+            for result in _run_batch(codec, pairs, decode_mode, locals()):
+                results.append(result)
+                if advance:
+                    advance(1)
+    print_summary(results, skipped, quiet)
+    raise typer.Exit(1 if any(result.error for result in results) else 0)
+
+
+def _run_batch(codec: Codec, pairs: list[tuple[str, str]], decode_mode: bool, options: dict):
+    if decode_mode:
+        return decode_files(
+            codec, pairs, options["sigma_cond"], options["seed"], options["sample_rate"],
+            options["format_name"], options["subtype"], options["batch_size"],
+        )
+    return encode_files(codec, pairs, parse_metadata(options["meta"]), options["batch_size"])
+
+
+def plan_batch(
+    folder: Path, output_dir: Path | None, suffixes: set[str], out_suffix: str, force: bool
+) -> tuple[list[tuple[str, str]], list[str]]:
+    """(input, output) pairs to do, and inputs skipped because their output exists."""
+    pairs, skipped = [], []
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        if path.suffix.lower() not in suffixes or path.name.startswith(".m2l-"):
+            continue
+        relative = path.relative_to(folder).with_suffix(out_suffix)
+        target = (output_dir / relative) if output_dir else path.with_suffix(out_suffix)
+        if target.exists() and not force:
+            skipped.append(str(path))
+            continue
+        target.parent.mkdir(parents=True, exist_ok=True)
+        pairs.append((str(path), str(target)))
+    return pairs, skipped
+
+
+def print_summary(results: list[FileResult], skipped: list[str], quiet: bool) -> None:
+    """A table of every file's outcome, then one line of totals (on stderr)."""
+    failed = [result for result in results if result.error]
+    if not quiet:
+        table = Table(title="m2l batch")
+        for column in ("file", "status", "audio s", "output / error"):
+            table.add_column(column)
+        for result in results:
+            status = "[red]failed[/red]" if result.error else "[green]ok[/green]"
+            detail = result.error or result.target
+            table.add_row(result.source, status, f"{result.seconds:.1f}", detail)
+        for path in skipped:
+            table.add_row(path, "[yellow]skipped[/yellow]", "", "output exists (use --force)")
+        console.print(table)
+    else:
+        for result in failed:
+            console.print(f"m2l: error: {result.error}", markup=False, highlight=False)
+    done = len(results) - len(failed)
+    console.print(f"{done} ok, {len(failed)} failed, {len(skipped)} skipped", highlight=False)
+
+
+def version_callback(value: bool) -> None:
+    if value:
+        print(f"m2l {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(
+    version: Annotated[
+        bool, typer.Option("--version", callback=version_callback, is_eager=True, help="Show the version.")
+    ] = False,
+) -> None:
+    """m2l: compress audio into .m2l latent containers (Music2Latent2) and back."""
+
+
+def main() -> None:
+    """Entry point: one-line errors, exit 1 on failure, 2 on usage, 130 on Ctrl-C."""
+    try:
+        app(standalone_mode=True)
+    except M2LError as error:
+        fail(str(error))
+        sys.exit(1)
+    except KeyboardInterrupt:
+        console.print("m2l: interrupted", highlight=False)
+        sys.exit(130)

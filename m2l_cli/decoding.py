@@ -1,0 +1,239 @@
+"""The decode loop: autoregressive two-step consistency decoding of many streams at once.
+
+For a file of N chunks (every channel is a stream, all in step):
+- step 0: chunk 0 from pure noise at sigma_max, alone (its first estimate);
+- step t in 1..N-1: the first estimate of chunk t-1 plus noise at sigma_cond goes in the
+  left slot, pure noise in the right slot; one call gives the refined chunk t-1 (kept)
+  and the first estimate of chunk t;
+- step N: the last chunk, noised at sigma_cond, alone: its refined version.
+Every step of every active file runs in one batched call per kind of step; a file that
+finishes makes room for the next (so a batch of many files keeps the batch full).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from .audio import Resampler
+from .config import ModelConfig
+from .container import Latents
+from .errors import M2LError
+from .spectral import OverlapAdd, SpectralTransform
+
+Features = list[torch.Tensor]
+
+
+@dataclass
+class DecodeJob:
+    """One container to decode; `write` receives [channels, n] float32 blocks in order."""
+
+    latents: Latents
+    write: Callable[[np.ndarray], None]
+    name: str
+    output_rate: int | None = None
+    seed: int = 0
+
+
+class OutputLength:
+    """Resamples model-rate audio to the output rate and cuts/pads to the exact length."""
+
+    def __init__(self, job: DecodeJob, model_rate: int) -> None:
+        latents = job.latents
+        self.rate = job.output_rate or latents.original_sample_rate
+        self.model_left = latents.model_num_samples
+        self.resampler = Resampler(model_rate, self.rate, latents.channels)
+        self.target = round(latents.num_samples * self.rate / latents.original_sample_rate)
+        self.written = 0
+        self.write = job.write
+
+    def push(self, samples: np.ndarray, last: bool = False) -> None:
+        samples = samples[:, : max(self.model_left, 0)]
+        self.model_left -= samples.shape[1]
+        block = self.resampler(samples, last=last)[:, : self.target - self.written]
+        if last and self.written + block.shape[1] < self.target:
+            missing = self.target - self.written - block.shape[1]
+            block = np.concatenate([block, np.zeros((block.shape[0], missing), np.float32)], 1)
+        if block.shape[1]:
+            self.write(np.ascontiguousarray(block, dtype=np.float32))
+            self.written += block.shape[1]
+
+
+@dataclass
+class StreamState:
+    """A file being decoded: its step, cached decoder features and noise generator."""
+
+    job: DecodeJob
+    latents: torch.Tensor  # [channels, chunks, K, D]
+    generator: torch.Generator
+    overlap_add: OverlapAdd
+    output: OutputLength
+    step: int = 0
+    features: dict[int, Features] = field(default_factory=dict)
+    estimate: torch.Tensor | None = None  # first estimate of the chunk before `step`
+
+    @property
+    def channels(self) -> int:
+        return self.latents.shape[0]
+
+    @property
+    def chunks(self) -> int:
+        return self.latents.shape[1]
+
+    def phase(self) -> str:
+        if self.step == 0:
+            return "first"
+        return "last" if self.step == self.chunks else "middle"
+
+    def needed_chunks(self) -> list[int]:
+        phase = self.phase()
+        if phase == "first":
+            return [0]
+        return [self.step - 1] if phase == "last" else [self.step - 1, self.step]
+
+    def noise(self, shape: torch.Size) -> torch.Tensor:
+        return torch.randn((self.channels, *shape), generator=self.generator)
+
+
+class Decoder:
+    """Drives the model's decoder and consistency model over many files."""
+
+    def __init__(
+        self,
+        config: ModelConfig,
+        decode_features: Callable[[torch.Tensor], Features],
+        denoise: Callable[[torch.Tensor, torch.Tensor, Features], torch.Tensor],
+        sigma_cond: float,
+        batch_size: int,
+        lookahead: int = 4,
+    ) -> None:
+        self.config = config
+        self.transform = SpectralTransform(config)
+        self.decode_features, self.denoise = decode_features, denoise
+        self.sigma_cond = max(float(sigma_cond), config.sigma_min)
+        self.batch_size, self.lookahead = batch_size, lookahead
+        self.chunk_shape = torch.Size((2, config.frequency_bins, config.chunk_frames))
+
+    def start(self, job: DecodeJob) -> StreamState:
+        generator = torch.Generator().manual_seed(job.seed)
+        return StreamState(
+            job=job,
+            latents=torch.from_numpy(job.latents.values.astype(np.float32)),
+            generator=generator,
+            overlap_add=OverlapAdd(self.transform, (job.latents.channels,)),
+            output=OutputLength(job, self.config.sample_rate),
+        )
+
+    def run(
+        self, jobs: Iterable[DecodeJob], progress: Callable[[int], None] | None = None
+    ) -> Iterator[tuple[DecodeJob, M2LError | None]]:
+        """Decodes every job; yields (job, None) when written, (job, error) if it failed."""
+        queue, active = iter(jobs), []
+        while True:
+            admitted, empty = self._admit(queue, sum(state.channels for state in active))
+            active += admitted
+            yield from ((job, None) for job in empty)
+            if not active:
+                return
+            for state, error in self._step(active):
+                if progress and error is None:
+                    progress(state.channels)
+                if error is not None or state.step > state.chunks:
+                    active.remove(state)
+                    yield state.job, error
+
+    def _admit(
+        self, queue: Iterator[DecodeJob], rows: int
+    ) -> tuple[list[StreamState], list[DecodeJob]]:
+        """Starts files until the batch has `batch_size` rows (at least one file).
+        Files without chunks are finished at once and returned apart."""
+        admitted, empty = [], []
+        while rows < self.batch_size:
+            job = next(queue, None)
+            if job is None:
+                break
+            if job.latents.chunks == 0:
+                silence = np.zeros((job.latents.channels, 0), np.float32)
+                OutputLength(job, self.config.sample_rate).push(silence, last=True)
+                empty.append(job)
+                continue
+            admitted.append(self.start(job))
+            rows += job.latents.channels
+        return admitted, empty
+
+    def _step(self, active: list[StreamState]) -> Iterator[tuple[StreamState, M2LError | None]]:
+        self._fill_features(active)
+        for phase in ("first", "middle", "last"):
+            group = [state for state in active if state.phase() == phase]
+            if group:
+                yield from self._run_group(phase, group)
+
+    def _fill_features(self, active: list[StreamState]) -> None:
+        """Runs the decoder, batched over files, for chunks that will soon be needed."""
+        wanted: list[tuple[StreamState, range]] = []
+        for state in active:
+            for index in list(state.features):
+                if index < state.step - 1:
+                    del state.features[index]
+            missing = [i for i in state.needed_chunks() if i not in state.features]
+            if missing:
+                wanted.append((state, range(missing[0], min(missing[0] + self.lookahead, state.chunks))))
+        if not wanted:
+            return
+        latents = torch.cat([state.latents[:, span].transpose(0, 1).flatten(0, 1) for state, span in wanted])
+        features = self.decode_features(latents)
+        offset = 0
+        for state, span in wanted:
+            for index in span:
+                rows = slice(offset, offset + state.channels)
+                state.features[index] = [level[rows] for level in features]
+                offset += state.channels
+
+    def _run_group(
+        self, phase: str, group: list[StreamState]
+    ) -> Iterator[tuple[StreamState, M2LError | None]]:
+        noisy, sigmas, features = [], [], []
+        for state in group:
+            x, sigma = self._inputs(phase, state)
+            noisy.append(x)
+            sigmas.append(sigma)
+            slots = [state.features[index] for index in state.needed_chunks()]
+            features.append([torch.stack(levels, 1).flatten(0, 1) for levels in zip(*slots)])
+        batched_features = [torch.cat(levels) for levels in zip(*features)]
+        output = self.denoise(torch.cat(noisy), torch.cat(sigmas), batched_features)
+        offset = 0
+        for state in group:
+            rows = output[offset : offset + state.channels].float()
+            offset += state.channels
+            try:
+                self._advance(phase, state, rows)
+            except M2LError as error:
+                yield state, error
+                continue
+            yield state, None
+
+    def _inputs(self, phase: str, state: StreamState) -> tuple[torch.Tensor, torch.Tensor]:
+        """Noisy input [channels, slots, 2, F, T] and noise levels [channels, slots]."""
+        high, cond = self.config.sigma_max, self.sigma_cond
+        if phase == "first":
+            x = (high * state.noise(self.chunk_shape))[:, None]
+            return x, torch.full((state.channels, 1), high)
+        left = state.estimate + cond * state.noise(self.chunk_shape)
+        if phase == "last":
+            return left[:, None], torch.full((state.channels, 1), cond)
+        right = high * state.noise(self.chunk_shape)
+        sigma = torch.tensor([cond, high]).expand(state.channels, 2)
+        return torch.stack([left, right], 1), sigma
+
+    def _advance(self, phase: str, state: StreamState, output: torch.Tensor) -> None:
+        """Keeps the refined chunk (written out) and the new first estimate."""
+        if phase != "first":
+            samples = state.overlap_add.push(output[:, 0]).numpy()
+            state.output.push(samples)
+        state.estimate = output[:, -1] if phase != "last" else None
+        state.step += 1
+        if state.step > state.chunks:
+            state.output.push(state.overlap_add.finish().numpy(), last=True)

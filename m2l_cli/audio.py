@@ -96,7 +96,9 @@ def output_format(path: str | Path, format_name: str | None = None) -> str:
         return format_name.upper()
     suffix = Path(path).suffix.lower()
     if suffix not in OUTPUT_FORMATS:
-        raise AudioError(f"{path}: cannot tell the output format from the extension; use .wav or .flac")
+        raise AudioError(
+            f"{path}: cannot tell the output format from the extension; use .wav or .flac"
+        )
     return OUTPUT_FORMATS[suffix]
 
 
@@ -116,7 +118,12 @@ class AudioSink:
             raise AudioError(f"subtype {subtype} is not available for {format_name}")
         self.clip = not subtype.startswith(("FLOAT", "DOUBLE"))
         self.file = soundfile.SoundFile(
-            target, "w", samplerate=sample_rate, channels=channels, format=format_name, subtype=subtype
+            target,
+            "w",
+            samplerate=sample_rate,
+            channels=channels,
+            format=format_name,
+            subtype=subtype,
         )
 
     def write(self, block: np.ndarray) -> None:

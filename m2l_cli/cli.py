@@ -7,7 +7,7 @@ import os
 import sys
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -39,12 +39,12 @@ app = typer.Typer(
 console = Console(stderr=True)
 
 ModelOption = Annotated[
-    Optional[Path],
+    Path | None,
     typer.Option("--model", "-m", envvar="M2L_MODEL", help="Weights file (.safetensors)."),
 ]
 DeviceOption = Annotated[str, typer.Option(help="auto, cpu, cuda or mps.")]
 PrecisionOption = Annotated[str, typer.Option(help="auto, fp32, bf16 or fp16.")]
-ThreadsOption = Annotated[Optional[int], typer.Option(min=1, help="CPU threads.")]
+ThreadsOption = Annotated[int | None, typer.Option(min=1, help="CPU threads.")]
 BatchOption = Annotated[
     int, typer.Option("--batch-size", min=1, help="Chunks (encode) or streams (decode) per call.")
 ]
@@ -55,16 +55,16 @@ SigmaOption = Annotated[
 ]
 SeedOption = Annotated[int, typer.Option(help="Noise seed: the same seed gives the same audio.")]
 RateOption = Annotated[
-    Optional[int], typer.Option("--sample-rate", min=1, help="Output rate (default: original).")
+    int | None, typer.Option("--sample-rate", min=1, help="Output rate (default: original).")
 ]
 FormatOption = Annotated[
-    Optional[str], typer.Option("--format", help="wav or flac (default: from the extension).")
+    str | None, typer.Option("--format", help="wav or flac (default: from the extension).")
 ]
 SubtypeOption = Annotated[
-    Optional[str], typer.Option(help="Sample format, e.g. PCM_16, PCM_24, FLOAT.")
+    str | None, typer.Option(help="Sample format, e.g. PCM_16, PCM_24, FLOAT.")
 ]
 MetaOption = Annotated[
-    Optional[list[str]], typer.Option("--meta", help="key=value stored in the header; repeatable.")
+    list[str] | None, typer.Option("--meta", help="key=value stored in the header; repeatable.")
 ]
 
 
@@ -73,7 +73,9 @@ def fail(message: str) -> typer.Exit:
     return typer.Exit(1)
 
 
-def load_codec(model: Path | None, device: str, precision: str, threads: int | None, quiet: bool) -> Codec:
+def load_codec(
+    model: Path | None, device: str, precision: str, threads: int | None, quiet: bool
+) -> Codec:
     """The codec for --model / M2L_MODEL, else the bundled default; says so if none."""
     path = model or default_model_path()
     if path is None:
@@ -84,7 +86,8 @@ def load_codec(model: Path | None, device: str, precision: str, threads: int | N
     if not codec.trained and not quiet:
         console.print(
             f"m2l: note: model {codec.model_name} is untrained: its audio is not a real codec's",
-            markup=False, highlight=False,
+            markup=False,
+            highlight=False,
         )
     return codec
 
@@ -132,7 +135,9 @@ def audio_seconds(path: str) -> float | None:
 @app.command()
 def encode(
     source: Annotated[str, typer.Argument(metavar="IN", help="Audio file, or - for stdin.")],
-    output: Annotated[Optional[str], typer.Option("--output", "-o", help="Output .m2l, or -.")] = None,
+    output: Annotated[
+        str | None, typer.Option("--output", "-o", help="Output .m2l, or -.")
+    ] = None,
     model: ModelOption = None,
     device: DeviceOption = "auto",
     precision: PrecisionOption = "auto",
@@ -171,7 +176,9 @@ def _per_channel_progress(advance, source: str):
 @app.command()
 def decode(
     source: Annotated[str, typer.Argument(metavar="IN", help=".m2l container, or - for stdin.")],
-    output: Annotated[Optional[str], typer.Option("--output", "-o", help="Output audio, or -.")] = None,
+    output: Annotated[
+        str | None, typer.Option("--output", "-o", help="Output audio, or -.")
+    ] = None,
     model: ModelOption = None,
     device: DeviceOption = "auto",
     precision: PrecisionOption = "auto",
@@ -193,8 +200,15 @@ def decode(
     with progress_bar("decoding", total, quiet) as advance:
         results = list(
             decode_files(
-                codec, [(source, target)], sigma_cond, seed, sample_rate, format_name, subtype,
-                batch_size, advance,
+                codec,
+                [(source, target)],
+                sigma_cond,
+                seed,
+                sample_rate,
+                format_name,
+                subtype,
+                batch_size,
+                advance,
             )
         )
     raise typer.Exit(report(results))
@@ -251,7 +265,7 @@ def batch(
     folder: Annotated[Path, typer.Argument(metavar="DIR", help="Folder to process, recursively.")],
     decode_mode: Annotated[bool, typer.Option("--decode", help="Decode .m2l files.")] = False,
     output_dir: Annotated[
-        Optional[Path], typer.Option("--output-dir", help="Mirror the tree here (default: beside).")
+        Path | None, typer.Option("--output-dir", help="Mirror the tree here (default: beside).")
     ] = None,
     model: ModelOption = None,
     device: DeviceOption = "auto",
@@ -261,7 +275,9 @@ def batch(
     sigma_cond: SigmaOption = 0.4,
     seed: SeedOption = 0,
     sample_rate: RateOption = None,
-    format_name: Annotated[str, typer.Option("--format", help="Decode output: wav or flac.")] = "wav",
+    format_name: Annotated[
+        str, typer.Option("--format", help="Decode output: wav or flac.")
+    ] = "wav",
     subtype: SubtypeOption = None,
     meta: MetaOption = None,
     force: ForceOption = False,
@@ -290,8 +306,14 @@ def batch(
 def _run_batch(codec: Codec, pairs: list[tuple[str, str]], decode_mode: bool, options: dict):
     if decode_mode:
         return decode_files(
-            codec, pairs, options["sigma_cond"], options["seed"], options["sample_rate"],
-            options["format_name"], options["subtype"], options["batch_size"],
+            codec,
+            pairs,
+            options["sigma_cond"],
+            options["seed"],
+            options["sample_rate"],
+            options["format_name"],
+            options["subtype"],
+            options["batch_size"],
         )
     return encode_files(codec, pairs, parse_metadata(options["meta"]), options["batch_size"])
 
@@ -344,7 +366,10 @@ def version_callback(value: bool) -> None:
 @app.callback()
 def main_options(
     version: Annotated[
-        bool, typer.Option("--version", callback=version_callback, is_eager=True, help="Show the version.")
+        bool,
+        typer.Option(
+            "--version", callback=version_callback, is_eager=True, help="Show the version."
+        ),
     ] = False,
 ) -> None:
     """m2l: compress audio into .m2l latent containers (Music2Latent2) and back."""

@@ -1,9 +1,9 @@
 """The Python API: a loaded model plus the encode and decode loops around it.
 
-    codec = Codec.load("model.safetensors")
-    latents = codec.encode(waveform, sample_rate)        # [channels, samples] float
-    latents.save("song.m2l")
-    audio = codec.decode(Latents.load("song.m2l"))        # at the original rate
+codec = Codec.load("model.safetensors")
+latents = codec.encode(waveform, sample_rate)        # [channels, samples] float
+latents.save("song.m2l")
+audio = codec.decode(Latents.load("song.m2l"))        # at the original rate
 """
 
 from __future__ import annotations
@@ -38,7 +38,11 @@ def resolve_device(name: str = "auto") -> torch.device:
         if torch.backends.mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
-    available = {"cpu": True, "cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available()}
+    available = {
+        "cpu": True,
+        "cuda": torch.cuda.is_available(),
+        "mps": torch.backends.mps.is_available(),
+    }
     if name not in available:
         raise M2LError(f"unknown device {name!r}; choose auto, cpu, cuda or mps")
     if not available[name]:
@@ -107,7 +111,9 @@ class Codec:
         return cls(model, name, model_id, metadata.get("trained") != "no", **options)
 
     @classmethod
-    def create(cls, preset_name: str = "small", seed: int = 0, name: str | None = None, **options) -> Codec:
+    def create(
+        cls, preset_name: str = "small", seed: int = 0, name: str | None = None, **options
+    ) -> Codec:
         """A new, untrained model: for training and tests, never for coding audio."""
         try:
             config = preset(preset_name)
@@ -138,7 +144,9 @@ class Codec:
         with torch.inference_mode(), self.autocast():
             return self.model.decoder(latents.to(self.device))
 
-    def _denoise(self, x: torch.Tensor, sigma: torch.Tensor, features: list[torch.Tensor]) -> torch.Tensor:
+    def _denoise(
+        self, x: torch.Tensor, sigma: torch.Tensor, features: list[torch.Tensor]
+    ) -> torch.Tensor:
         with torch.inference_mode(), self.autocast():
             output = self.model.consistency(x.to(self.device), sigma.to(self.device), features)
         return output.float().cpu()
@@ -156,8 +164,14 @@ class Codec:
         """Encodes many inputs, batching chunks across them; yields each as it finishes."""
         config = self.config
         streams = encode_jobs(
-            jobs, self._analyse, self._encode_batch, config.sample_rate, config.chunk_samples,
-            self.transform.context, batch_size, progress,
+            jobs,
+            self._analyse,
+            self._encode_batch,
+            config.sample_rate,
+            config.chunk_samples,
+            self.transform.context,
+            batch_size,
+            progress,
         )
         for stream in streams:
             yield stream.job, stream.error or self._latents(stream)
@@ -184,9 +198,7 @@ class Codec:
         progress: Callable[[int], None] | None = None,
     ) -> Iterator[tuple[DecodeJob, M2LError | None]]:
         """Decodes many containers, stepping all of them together; yields each when written."""
-        decoder = Decoder(
-            self.config, self._decode_features, self._denoise, sigma_cond, batch_size
-        )
+        decoder = Decoder(self.config, self._decode_features, self._denoise, sigma_cond, batch_size)
         return decoder.run(jobs, progress)
 
     def check_latents(self, latents: Latents, name: str = "latents") -> None:

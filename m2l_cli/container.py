@@ -52,10 +52,7 @@ def container_size(
 ) -> int:
     """Exact size in bytes of a container with these dimensions and header length."""
     return (
-        PREAMBLE.size
-        + header_len
-        + channels * chunks * num_latents * latent_dim * 2
-        + TRAILER.size
+        PREAMBLE.size + header_len + channels * chunks * num_latents * latent_dim * 2 + TRAILER.size
     )
 
 
@@ -86,14 +83,10 @@ def _header_problem(header: object) -> str | None:
     meta = header["metadata"]
     if not isinstance(meta, dict) or not all(isinstance(v, str) for v in meta.values()):
         return "header key 'metadata' must be an object mapping strings to strings"
-    return _chunk_problem(
-        header["chunks"], header["model_num_samples"], header["chunk_samples"]
-    )
+    return _chunk_problem(header["chunks"], header["model_num_samples"], header["chunk_samples"])
 
 
-def _chunk_problem(
-    chunks: int, model_num_samples: int, chunk_samples: int
-) -> str | None:
+def _chunk_problem(chunks: int, model_num_samples: int, chunk_samples: int) -> str | None:
     """Chunks must be ceil(model_num_samples / chunk_samples); 0 samples may be 1."""
     needed = expected_chunks(model_num_samples, chunk_samples)
     if chunks == needed or (model_num_samples == 0 and chunks == 1):
@@ -110,8 +103,7 @@ def _parse_preamble(head: bytes, name: str) -> int:
         raise ContainerError(f"{name}: empty file")
     if head[:4] != MAGIC[: len(head[:4])]:
         raise ContainerError(
-            f"{name}: not an .m2l container "
-            f"(starts with {head[:4]!r}, expected {MAGIC!r})"
+            f"{name}: not an .m2l container (starts with {head[:4]!r}, expected {MAGIC!r})"
         )
     if len(head) < PREAMBLE.size:
         raise ContainerError(
@@ -126,8 +118,7 @@ def _parse_preamble(head: bytes, name: str) -> int:
         )
     if header_len > MAX_HEADER_BYTES:
         raise ContainerError(
-            f"{name}: header length {header_len} "
-            f"exceeds the {MAX_HEADER_BYTES}-byte limit"
+            f"{name}: header length {header_len} exceeds the {MAX_HEADER_BYTES}-byte limit"
         )
     return header_len
 
@@ -141,9 +132,7 @@ def _parse_header(raw: bytes, header_len: int, name: str) -> dict:
     try:
         header = json.loads(raw[:header_len].decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ContainerError(
-            f"{name}: header is not valid UTF-8 JSON ({exc})"
-        ) from None
+        raise ContainerError(f"{name}: header is not valid UTF-8 JSON ({exc})") from None
     problem = _header_problem(header)
     if problem:
         raise ContainerError(f"{name}: {problem}")
@@ -281,14 +270,10 @@ class Latents:
         problem = _header_problem(header)
         if problem:
             raise ValueError(f"cannot write latents: {problem}")
-        raw = json.dumps(
-            header, sort_keys=True, separators=(",", ":"), ensure_ascii=False
-        )
+        raw = json.dumps(header, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
         raw_header = raw.encode("utf-8")
         # Time-major [chunks, channels, K, d]: readers can decode early chunks first.
-        payload = (
-            np.asarray(self.values, dtype=PAYLOAD_DTYPE).transpose(1, 0, 2, 3).tobytes()
-        )
+        payload = np.asarray(self.values, dtype=PAYLOAD_DTYPE).transpose(1, 0, 2, 3).tobytes()
         preamble = PREAMBLE.pack(MAGIC, *VERSION, len(raw_header))
         return preamble + raw_header + payload + TRAILER.pack(zlib.crc32(payload))
 
@@ -298,9 +283,7 @@ class Latents:
     ) -> Latents:
         """Parse and fully verify a container held in memory."""
         header_len = _parse_preamble(bytes(data[: PREAMBLE.size]), name)
-        header = _parse_header(
-            data[PREAMBLE.size : PREAMBLE.size + header_len], header_len, name
-        )
+        header = _parse_header(data[PREAMBLE.size : PREAMBLE.size + header_len], header_len, name)
         offset = PREAMBLE.size + header_len
         payload = _payload(data, offset, header, name)
         _check_model(header, expected_model_id, name)
@@ -333,14 +316,10 @@ class Latents:
         try:
             Path(target).write_bytes(data)
         except OSError as exc:
-            raise ContainerError(
-                f"{target}: cannot write ({exc.strerror or exc})"
-            ) from None
+            raise ContainerError(f"{target}: cannot write ({exc.strerror or exc})") from None
 
     @classmethod
-    def load(
-        cls, source: str | Path | BinaryIO, expected_model_id: str | None = None
-    ) -> Latents:
+    def load(cls, source: str | Path | BinaryIO, expected_model_id: str | None = None) -> Latents:
         """Read and fully verify a container from a path or a binary stream."""
         name = _source_name(source)
         if isinstance(source, (str, Path)):

@@ -27,7 +27,7 @@ from .spectral import OverlapAdd, SpectralTransform
 Features = list[torch.Tensor]
 
 
-@dataclass
+@dataclass(eq=False)
 class DecodeJob:
     """One container to decode; `write` receives [channels, n] float32 blocks in order."""
 
@@ -62,7 +62,7 @@ class OutputLength:
             self.written += block.shape[1]
 
 
-@dataclass
+@dataclass(eq=False)
 class StreamState:
     """A file being decoded: its step, cached decoder features and noise generator."""
 
@@ -180,10 +180,14 @@ class Decoder:
                     del state.features[index]
             missing = [i for i in state.needed_chunks() if i not in state.features]
             if missing:
-                wanted.append((state, range(missing[0], min(missing[0] + self.lookahead, state.chunks))))
+                wanted.append(
+                    (state, range(missing[0], min(missing[0] + self.lookahead, state.chunks)))
+                )
         if not wanted:
             return
-        latents = torch.cat([state.latents[:, span].transpose(0, 1).flatten(0, 1) for state, span in wanted])
+        latents = torch.cat(
+            [state.latents[:, span].transpose(0, 1).flatten(0, 1) for state, span in wanted]
+        )
         features = self.decode_features(latents)
         offset = 0
         for state, span in wanted:
@@ -201,8 +205,9 @@ class Decoder:
             noisy.append(x)
             sigmas.append(sigma)
             slots = [state.features[index] for index in state.needed_chunks()]
-            features.append([torch.stack(levels, 1).flatten(0, 1) for levels in zip(*slots)])
-        batched_features = [torch.cat(levels) for levels in zip(*features)]
+            by_level = zip(*slots, strict=True)
+            features.append([torch.stack(levels, 1).flatten(0, 1) for levels in by_level])
+        batched_features = [torch.cat(levels) for levels in zip(*features, strict=True)]
         output = self.denoise(torch.cat(noisy), torch.cat(sigmas), batched_features)
         offset = 0
         for state in group:

@@ -27,7 +27,7 @@ class SampleSource(Protocol):
     def blocks(self) -> Iterator[np.ndarray]: ...
 
 
-@dataclass
+@dataclass(eq=False)
 class ArraySource:
     """A waveform already in memory, [channels, samples]."""
 
@@ -76,7 +76,7 @@ class ChunkReader:
             buffer, remaining = buffer[:, self.chunk :], remaining - self.chunk
 
 
-@dataclass
+@dataclass(eq=False)
 class EncodeJob:
     """One input to encode. `open` is called when its turn comes (and may raise)."""
 
@@ -85,7 +85,7 @@ class EncodeJob:
     metadata: dict[str, str] = field(default_factory=dict)
 
 
-@dataclass
+@dataclass(eq=False)
 class EncodedStream:
     """What an input gave: latents by chunk, and the sample counts the header needs."""
 
@@ -107,7 +107,9 @@ class BatchEncoder:
     """Collects (stream, chunk, channel) spectrograms and encodes them `batch_size` at a time."""
 
     def __init__(
-        self, run: Callable[[torch.Tensor], torch.Tensor], batch_size: int,
+        self,
+        run: Callable[[torch.Tensor], torch.Tensor],
+        batch_size: int,
         progress: Callable[[float], None] | None,
     ) -> None:
         self.run, self.batch_size, self.progress = run, batch_size, progress
@@ -126,11 +128,13 @@ class BatchEncoder:
         if not batch:
             return
         latents = self.run(torch.stack([item[3] for item in batch])).float().cpu().numpy()
-        for (stream, chunk_index, channel, _), values in zip(batch, latents):
+        for (stream, chunk_index, channel, _), values in zip(batch, latents, strict=True):
             if stream.error is not None:
                 continue
             channels = stream.source.channels
-            slot = stream.chunks.setdefault(chunk_index, np.zeros((channels, *values.shape), np.float32))
+            slot = stream.chunks.setdefault(
+                chunk_index, np.zeros((channels, *values.shape), np.float32)
+            )
             slot[channel] = values
             stream.outstanding -= 1
         if self.progress:

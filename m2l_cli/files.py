@@ -23,7 +23,17 @@ from .errors import AudioError, M2LError
 
 STDIO = "-"
 AUDIO_SUFFIXES = {
-    ".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aiff", ".aif", ".aifc", ".w64", ".caf",
+    ".wav",
+    ".flac",
+    ".ogg",
+    ".oga",
+    ".opus",
+    ".mp3",
+    ".aiff",
+    ".aif",
+    ".aifc",
+    ".w64",
+    ".caf",
 }
 CONTAINER_SUFFIX = ".m2l"
 
@@ -180,8 +190,12 @@ def load_latents(codec: Codec, source: str) -> Latents:
 
 
 def _open_target(
-    latents: Latents, source: str, target: str, sample_rate: int | None,
-    format_name: str | None, subtype: str | None,
+    latents: Latents,
+    source: str,
+    target: str,
+    sample_rate: int | None,
+    format_name: str | None,
+    subtype: str | None,
 ) -> DecodeTarget:
     name = format_name or ("WAV" if target == STDIO else output_format(target))
     output = AtomicOutput(target)

@@ -50,7 +50,9 @@ class SpectralTransform:
 
     def to_complex(self, spectrogram: torch.Tensor) -> torch.Tensor:
         """Undo the amplitude compression: [..., 2, bins, frames] -> complex STFT bins."""
-        compressed = torch.complex(spectrogram[..., 0, :, :].double(), spectrogram[..., 1, :, :].double())
+        compressed = torch.complex(
+            spectrogram[..., 0, :, :].double(), spectrogram[..., 1, :, :].double()
+        )
         magnitude = (compressed.abs() / self.beta).pow(1.0 / self.alpha)
         return magnitude * torch.exp(1j * compressed.angle())
 

@@ -44,14 +44,21 @@ def denoise(model, x, sigma, features):
         return model.consistency(x, sigma, features)
 
 
+def random_features(config: ModelConfig, count: int, *, seed: int = 0) -> list[torch.Tensor]:
+    """Stand-ins for decoder features: one random map per level, [count, C, F, T]."""
+    generator = torch.Generator().manual_seed(seed)
+    return [
+        torch.randn(count, channels, *grid, generator=generator)
+        for channels, grid in zip(config.channels, config.level_grids)
+    ]
+
+
 def two_chunk_inputs(model, *, seed: int = 0):
     """x [1, 2, 2, F, T], sigma [1, 2], features [2, ...] for a left and a right chunk."""
     config = model.config
-    x = chunk_input(config, 2, seed=seed)[None] * 5.0
-    sigma = torch.tensor([[0.4, 80.0]])
-    with torch.no_grad():
-        features = model.decoder(random_latents(config, 2, seed=seed))
-    return x, sigma, features
+    x = chunk_input(config, 2, seed=seed)[None]
+    sigma = torch.tensor([[0.4, 2.0]])
+    return x, sigma, random_features(config, 2, seed=seed)
 
 
 # Shapes.
@@ -80,12 +87,9 @@ def test_decoder_gives_one_feature_map_per_level(name):
         assert features[level].shape == (1, channels, *grid)
 
 
-@pytest.mark.parametrize("name", ["tiny", "small"])
-@pytest.mark.parametrize("chunks", [1, 2])
+@pytest.mark.parametrize(("name", "chunks"), [("tiny", 1), ("tiny", 2), ("small", 2)])
 def test_consistency_output_has_the_input_shape(name, chunks):
     config = PRESETS[name]
-    if name == "small" and chunks == 1:
-        pytest.skip("one forward of the small model is enough")
     torch.manual_seed(0)
     model = Music2Latent2(config).eval()
     x = chunk_input(config, chunks)[None]
@@ -129,11 +133,11 @@ def test_right_chunk_never_changes_the_left_chunk_output(tiny_random_model):
 
     other_x, _, other_features = two_chunk_inputs(model, seed=7)
     x2 = torch.stack([x[:, 0], other_x[:, 1]], 1)
-    sigma2 = torch.tensor([[0.4, 3.0]])
+    sigma2 = torch.tensor([[0.4, 80.0]])
     features2 = [torch.stack([mine[0], theirs[1]]) for mine, theirs in zip(features, other_features)]
     after = denoise(model, x2, sigma2, features2)
 
-    assert torch.allclose(after[:, 0], before[:, 0], rtol=0, atol=1e-6)
+    assert torch.equal(after[:, 0], before[:, 0])
     assert not torch.allclose(after[:, 1], before[:, 1], atol=1e-3)
 
 
@@ -154,7 +158,7 @@ def test_without_the_causal_mask_the_right_chunk_would_reach_the_left(
     x2 = x.clone()
     x2[:, 1] = chunk_input(model.config, 1, seed=99)[0]
     after = denoise(model, x2, sigma, features)
-    assert (after[:, 0] - before[:, 0]).abs().max() > 1e-4
+    assert (after[:, 0] - before[:, 0]).abs().max() > 1e-5
 
 
 def test_left_chunk_changes_the_right_chunk_output(tiny_random_model):
@@ -165,7 +169,7 @@ def test_left_chunk_changes_the_right_chunk_output(tiny_random_model):
     x2 = x.clone()
     x2[:, 0] = chunk_input(model.config, 1, seed=99)[0]
     after = denoise(model, x2, sigma, features)
-    assert (after[:, 1] - before[:, 1]).abs().max() > 1e-3
+    assert (after[:, 1] - before[:, 1]).abs().max() > 1e-5
 
 
 def test_left_features_change_the_right_chunk_output(tiny_random_model):
@@ -175,7 +179,7 @@ def test_left_features_change_the_right_chunk_output(tiny_random_model):
     _, _, other = two_chunk_inputs(model, seed=5)
     features2 = [torch.stack([theirs[0], mine[1]]) for mine, theirs in zip(features, other)]
     after = denoise(model, x, sigma, features2)
-    assert (after[:, 1] - before[:, 1]).abs().max() > 1e-3
+    assert (after[:, 1] - before[:, 1]).abs().max() > 1e-5
 
 
 def test_left_output_of_two_chunks_equals_one_chunk_call_on_left_alone(tiny_random_model):

@@ -31,7 +31,7 @@ class Level(nn.Module):
 def _levels(config: ModelConfig, condition_dim: int | None) -> nn.ModuleList:
     return nn.ModuleList(
         Level(channels, count, config.group_norm_groups, condition_dim)
-        for channels, count in zip(config.channels, config.blocks)
+        for channels, count in zip(config.channels, config.blocks, strict=True)
     )
 
 

@@ -1,0 +1,176 @@
+"""The `m2l` command, run as a user runs it: real subprocesses, real files, real pipes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile
+
+from m2l_cli import Codec
+
+M2L = str(Path(sys.executable).parent / "m2l")
+
+
+@pytest.fixture(scope="module")
+def model_file(tmp_path_factory) -> Path:
+    """A tiny random-weight model: fast, and enough to exercise every code path."""
+    path = tmp_path_factory.mktemp("model") / "tiny.safetensors"
+    Codec.create("tiny", seed=0).save(path)
+    return path
+
+
+@pytest.fixture
+def workdir(tmp_path: Path, model_file: Path) -> Path:
+    """A folder with a stereo WAV, a mono 48 kHz FLAC and two broken 'audio' files."""
+    t = np.arange(int(44100 * 2.5)) / 44100
+    stereo = np.stack([np.sin(2 * np.pi * 440 * t), np.sin(2 * np.pi * 660 * t)], axis=1) * 0.3
+    soundfile.write(tmp_path / "song.wav", stereo, 44100)
+    soundfile.write(tmp_path / "voice.flac", np.sin(np.arange(48000) * 0.05) * 0.3, 48000)
+    (tmp_path / "notes.wav").write_text("this is text, not audio")
+    (tmp_path / "empty.wav").write_bytes(b"")
+    return tmp_path
+
+
+def m2l(*args: str, cwd: Path, model: Path | None, stdin: bytes | None = None):
+    environment = {k: v for k, v in os.environ.items() if k != "M2L_MODEL"}
+    if model is not None:
+        environment["M2L_MODEL"] = str(model)
+    return subprocess.run(
+        [M2L, *args], cwd=cwd, env=environment, input=stdin, capture_output=True, timeout=300
+    )
+
+
+def files_in(folder: Path) -> set[str]:
+    return {str(path.relative_to(folder)) for path in folder.rglob("*")}
+
+
+def assert_one_line_error(result, *words: str) -> None:
+    assert result.returncode == 1
+    errors = [line for line in result.stderr.decode().splitlines() if "error" in line]
+    assert len(errors) == 1, result.stderr.decode()
+    assert "Traceback" not in result.stderr.decode()
+    for word in words:
+        assert word in errors[0]
+
+
+def test_encode_decode_info_round_trip(workdir: Path, model_file: Path) -> None:
+    encoded = m2l("encode", "song.wav", "--meta", "artist=me", cwd=workdir, model=model_file)
+    assert encoded.returncode == 0, encoded.stderr
+    assert encoded.stdout == b""
+    decoded = m2l("decode", "song.m2l", "-o", "back.flac", cwd=workdir, model=model_file)
+    assert decoded.returncode == 0, decoded.stderr
+    original, back = soundfile.info(workdir / "song.wav"), soundfile.info(workdir / "back.flac")
+    assert (back.frames, back.channels, back.samplerate) == (original.frames, 2, 44100)
+    info = m2l("info", "song.m2l", "--json", cwd=workdir, model=None)
+    header = json.loads(info.stdout)
+    assert header["channels"] == 2 and header["num_samples"] == original.frames
+    assert header["metadata"] == {"artist": "me"}
+
+
+def test_decode_defaults_to_a_wav_beside_the_input_at_its_original_rate(
+    workdir: Path, model_file: Path
+) -> None:
+    assert m2l("encode", "voice.flac", cwd=workdir, model=model_file).returncode == 0
+    assert m2l("decode", "voice.m2l", cwd=workdir, model=model_file).returncode == 0
+    back = soundfile.info(workdir / "voice.wav")
+    assert (back.samplerate, back.frames, back.channels) == (48000, 48000, 1)
+
+
+def test_pipes_through_a_real_shell(workdir: Path, model_file: Path) -> None:
+    command = f"cat voice.flac | {M2L} encode - -o - | {M2L} decode - -o - > piped.wav"
+    environment = dict(os.environ, M2L_MODEL=str(model_file))
+    result = subprocess.run(command, shell=True, cwd=workdir, env=environment, timeout=300)
+    assert result.returncode == 0
+    piped = soundfile.info(workdir / "piped.wav")
+    assert (piped.samplerate, piped.frames) == (48000, 48000)
+
+
+def test_stdout_carries_only_the_container(workdir: Path, model_file: Path) -> None:
+    to_stdout = m2l("encode", "voice.flac", "-o", "-", cwd=workdir, model=model_file)
+    assert m2l("encode", "voice.flac", cwd=workdir, model=model_file).returncode == 0
+    assert to_stdout.stdout == (workdir / "voice.m2l").read_bytes()
+
+
+@pytest.mark.parametrize(
+    ("name", "words"),
+    [
+        ("empty.wav", ["empty.wav", "empty"]),
+        ("notes.wav", ["notes.wav", "not a readable audio"]),
+        ("missing.wav", ["missing.wav", "no such file"]),
+    ],
+)
+def test_bad_audio_gives_one_line_and_no_output(
+    workdir: Path, model_file: Path, name: str, words: list[str]
+) -> None:
+    before = files_in(workdir)
+    result = m2l("encode", name, "-o", "out.m2l", cwd=workdir, model=model_file)
+    assert_one_line_error(result, *words)
+    assert files_in(workdir) == before
+
+
+def test_truncated_container_gives_one_line_and_no_output(workdir: Path, model_file: Path) -> None:
+    m2l("encode", "song.wav", cwd=workdir, model=model_file)
+    data = (workdir / "song.m2l").read_bytes()
+    (workdir / "cut.m2l").write_bytes(data[: len(data) // 2])
+    before = files_in(workdir)
+    result = m2l("decode", "cut.m2l", "-o", "cut.wav", cwd=workdir, model=model_file)
+    assert_one_line_error(result, "cut.m2l", "truncated")
+    assert files_in(workdir) == before
+
+
+def test_latents_from_another_model_are_refused(workdir: Path, model_file: Path) -> None:
+    m2l("encode", "song.wav", cwd=workdir, model=model_file)
+    other = workdir / "other.safetensors"
+    Codec.create("tiny", seed=1).save(other)
+    result = m2l("decode", "song.m2l", "-o", "x.wav", cwd=workdir, model=other)
+    assert_one_line_error(result, "song.m2l", "model")
+    assert not (workdir / "x.wav").exists()
+
+
+def test_existing_outputs_need_force(workdir: Path, model_file: Path) -> None:
+    (workdir / "song.m2l").write_bytes(b"keep me")
+    refused = m2l("encode", "song.wav", cwd=workdir, model=model_file)
+    assert_one_line_error(refused, "already exists", "--force")
+    assert (workdir / "song.m2l").read_bytes() == b"keep me"
+    forced = m2l("encode", "song.wav", "--force", cwd=workdir, model=model_file)
+    assert forced.returncode == 0
+    assert (workdir / "song.m2l").read_bytes()[:3] == b"M2L"
+
+
+def test_without_a_model_it_says_so(workdir: Path) -> None:
+    result = m2l("encode", "song.wav", cwd=workdir, model=None)
+    assert_one_line_error(result, "no model", "--model")
+    assert not (workdir / "song.m2l").exists()
+
+
+def test_usage_errors_exit_2(workdir: Path, model_file: Path) -> None:
+    assert m2l("encode", cwd=workdir, model=model_file).returncode == 2
+    assert (
+        m2l("decode", "x.m2l", "--sigma-cond", "-1", cwd=workdir, model=model_file).returncode == 2
+    )
+
+
+def test_batch_mirrors_the_tree_and_goes_on_after_a_bad_file(
+    workdir: Path, model_file: Path
+) -> None:
+    nested = workdir / "album" / "disc1"
+    nested.mkdir(parents=True)
+    (workdir / "song.wav").rename(nested / "song.wav")
+    result = m2l("batch", ".", "--output-dir", "latents", cwd=workdir, model=model_file)
+    assert result.returncode == 1  # notes.wav and empty.wav fail
+    assert (workdir / "latents/album/disc1/song.m2l").exists()
+    assert (workdir / "latents/voice.m2l").exists()
+    assert not (workdir / "latents/notes.m2l").exists()
+    assert "2 ok, 2 failed" in result.stderr.decode()
+    again = m2l("batch", ".", "--output-dir", "latents", cwd=workdir, model=model_file)
+    assert "2 skipped" in again.stderr.decode()
+    decoded = m2l("batch", "latents", "--decode", "--format", "flac", cwd=workdir, model=model_file)
+    assert decoded.returncode == 0, decoded.stderr
+    assert soundfile.info(workdir / "latents/album/disc1/song.flac").channels == 2
+    assert soundfile.info(workdir / "latents/voice.flac").samplerate == 48000

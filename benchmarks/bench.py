@@ -34,6 +34,9 @@ RESULT_MARKER = "BENCH-RESULT "
 # made by Codec.create hashes a serialized copy of all its weights (a one-off cost of
 # seconds and, for `paper`, over 1 GiB of peak RSS that a loaded model never pays).
 BENCH_MODEL_ID = "bench0000000"
+# A measurement whose process used less than this fraction of its threads' CPU time
+# was starved by other processes (see `starved`).
+STARVED_FRACTION = 0.8
 
 PEER_REFERENCE = [
     # Quoted from /work/shared/PERF_NOTES.md: NOT measured by this script.
@@ -83,14 +86,18 @@ class Result:
     task: Task
     audio_seconds: float = 0.0  # total audio over all streams, per run
     times: list[float] = field(default_factory=list)
+    own_cpu_s: list[float] = field(default_factory=list)
+    others_cpu_share: float = 0.0  # of the machine's CPU capacity, during the timed runs
     median_s: float = 0.0
     x_real_time: float = 0.0
     flops_per_audio_second: float | None = None
     gflops: float | None = None
     flops_detail: dict[str, float] = field(default_factory=dict)
     rss_before_work_mib: float = 0.0
+    load_average_before: float = 0.0  # 1-minute load average when the process started
     peak_rss_mib: float = 0.0
     error: str | None = None
+    attempts: int = 1
 
 
 # ----------------------------------------------------------------------------- worker
@@ -181,21 +188,53 @@ def add_flops(result: Result, codec, kind: str) -> None:
     result.gflops = per_second * result.x_real_time / 1e9
 
 
-def timed_runs(run: Callable[[], None], warm_up: Callable[[], None], repeats: int) -> list[float]:
-    """Runs `warm_up` once, then `run` `repeats` times; returns the wall times."""
+def own_cpu_seconds() -> float:
+    """CPU seconds (user + system) this process has used."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def machine_busy_seconds() -> float:
+    """CPU seconds every process on the machine has used since boot (from /proc/stat),
+    counting steal (time the hypervisor gave to others) as busy; 0 if unreadable."""
+    try:
+        values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    except (OSError, ValueError):
+        return 0.0
+    user, nice, system, _idle, _iowait, irq, softirq, steal = values
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+@dataclass
+class Run:
+    """One timed run: its wall time, and the CPU time of this process and of all others."""
+
+    wall_s: float
+    own_cpu_s: float
+    others_cpu_s: float
+
+
+def timed(run: Callable[[], object]) -> Run:
+    wall, own, busy = time.perf_counter(), own_cpu_seconds(), machine_busy_seconds()
+    run()
+    own = own_cpu_seconds() - own
+    return Run(time.perf_counter() - wall, own, max(machine_busy_seconds() - busy - own, 0.0))
+
+
+def timed_runs(run: Callable[[], None], warm_up: Callable[[], None], repeats: int) -> list[Run]:
+    """Runs `warm_up` once, then `run` `repeats` times."""
     warm_up()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - start)
-    return times
+    return [timed(run) for _ in range(repeats)]
 
 
-def finish_timing(result: Result, times: list[float]) -> None:
-    result.times = times
-    result.median_s = statistics.median(times)
+def finish_timing(result: Result, runs: list[Run]) -> None:
+    """Median wall time, x-real-time, and how much CPU other processes took meanwhile."""
+    result.times = [item.wall_s for item in runs]
+    result.own_cpu_s = [item.own_cpu_s for item in runs]
+    result.median_s = statistics.median(result.times)
     result.x_real_time = result.audio_seconds / result.median_s
+    capacity = sum(result.times) * (os.cpu_count() or 1)
+    result.others_cpu_share = sum(item.others_cpu_s for item in runs) / capacity
 
 
 def measure_encode(task: Task) -> Result:
@@ -243,12 +282,12 @@ def decode_streams(codec, latents: list, batch_size: int) -> None:
     counters = [SampleCounter() for _ in latents]
     jobs = [
         DecodeJob(item, counter, f"stream{index}", None, index)
-        for index, (item, counter) in enumerate(zip(latents, counters))
+        for index, (item, counter) in enumerate(zip(latents, counters, strict=True))
     ]
     for job, error in codec.decode_jobs(jobs, batch_size=batch_size):
         if error is not None:
             raise RuntimeError(f"{job.name}: {error}")
-    for item, counter in zip(latents, counters):
+    for item, counter in zip(latents, counters, strict=True):
         if counter.samples != item.num_samples:
             raise RuntimeError(f"decoded {counter.samples} samples, expected {item.num_samples}")
 
@@ -267,66 +306,67 @@ def measure_decode(task: Task) -> Result:
     result = Result(
         task, audio_seconds=task.seconds * task.streams, rss_before_work_mib=peak_rss_mib()
     )
-    times = timed_runs(
+    runs = timed_runs(
         lambda: decode_streams(codec, latents, batch_size),
         lambda: decode_streams(codec, short, batch_size),
         task.repeats,
     )
-    finish_timing(result, times)
+    finish_timing(result, runs)
     add_flops(result, codec, "decode")
     return result
 
 
-def measure_file_encode(task: Task) -> Result:
-    """Encode a WAV file through AudioSource (streamed in blocks) and save the .m2l."""
+def encode_file(codec, input_path: str, output_path: str) -> None:
+    """WAV -> .m2l through AudioSource (read in blocks) and codec.encode_jobs."""
     from m2l_cli.audio import AudioSource
     from m2l_cli.encoding import EncodeJob
 
-    codec = make_codec(task)
-    path = task.input_path
-    result = Result(task, audio_seconds=task.seconds, rss_before_work_mib=peak_rss_mib())
-    start = time.perf_counter()
-    for job, latents in codec.encode_jobs([EncodeJob(lambda: AudioSource(path), name=path)]):
+    job = EncodeJob(lambda: AudioSource(input_path), name=input_path)
+    for _, latents in codec.encode_jobs([job]):
         if isinstance(latents, Exception):
-            raise RuntimeError(f"{job.name}: {latents}")
-        latents.save(task.output_path)
-    finish_timing(result, [time.perf_counter() - start])
-    return result
+            raise RuntimeError(f"{input_path}: {latents}")
+        latents.save(output_path)
 
 
-def measure_file_decode(task: Task) -> Result:
-    """Decode a saved .m2l to a WAV file through AudioSink (written block by block)."""
+def decode_file(codec, input_path: str, output_path: str) -> None:
+    """.m2l -> WAV through codec.decode_jobs and AudioSink (written block by block)."""
     from m2l_cli.audio import AudioSink
     from m2l_cli.container import Latents
     from m2l_cli.decoding import DecodeJob
 
-    codec = make_codec(task)
-    result = Result(task, audio_seconds=task.seconds, rss_before_work_mib=peak_rss_mib())
-    start = time.perf_counter()
-    latents = Latents.load(task.input_path)
-    sink = AudioSink(task.output_path, latents.original_sample_rate, latents.channels, "WAV")
-    job = DecodeJob(latents, sink.write, task.input_path, None, 0)
+    latents = Latents.load(input_path)
+    sink = AudioSink(output_path, latents.original_sample_rate, latents.channels, "WAV")
+    job = DecodeJob(latents, sink.write, input_path, None, 0)
     for _, error in codec.decode_jobs([job]):
         if error is not None:
-            raise RuntimeError(f"{task.input_path}: {error}")
+            raise RuntimeError(f"{input_path}: {error}")
     sink.close()
-    finish_timing(result, [time.perf_counter() - start])
+
+
+def measure_file(task: Task) -> Result:
+    """One run (no warm-up) of encode_file or decode_file: for its peak RSS."""
+    codec = make_codec(task)
+    work = encode_file if task.kind == "file-encode" else decode_file
+    result = Result(task, audio_seconds=task.seconds, rss_before_work_mib=peak_rss_mib())
+    finish_timing(result, [timed(lambda: work(codec, task.input_path, task.output_path))])
     return result
 
 
 MEASUREMENTS: dict[str, Callable[[Task], Result]] = {
     "encode": measure_encode,
     "decode": measure_decode,
-    "file-encode": measure_file_encode,
-    "file-decode": measure_file_decode,
+    "file-encode": measure_file,
+    "file-decode": measure_file,
 }
 
 
 def worker_main(task_json: str) -> None:
     """Entry point of a measurement process: prints its Result as one JSON line."""
     task = Task(**json.loads(task_json))
+    load = os.getloadavg()[0]
     result = MEASUREMENTS[task.kind](task)
     result.peak_rss_mib = peak_rss_mib()
+    result.load_average_before = load
     print(RESULT_MARKER + json.dumps(asdict(result)), flush=True)
 
 
@@ -391,7 +431,8 @@ def flatness_tasks(args: argparse.Namespace, folder: Path) -> list[Task]:
         tasks += [
             Task("file-encode", input_path=str(wav), output_path=str(m2l),
                  label=f"file encode {format_seconds(seconds)}", **common),
-            Task("file-decode", input_path=str(m2l), output_path=str(folder / f"out-{seconds:g}s.wav"),
+            Task("file-decode", input_path=str(m2l),
+                 output_path=str(folder / f"out-{seconds:g}s.wav"),
                  label=f"file decode {format_seconds(seconds)}", **common),
         ]
     return tasks
@@ -410,24 +451,42 @@ def fmt(value: float | None, digits: int = 2) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
 
+def spread(result: Result) -> str:
+    """(slowest - fastest) / median of the timed runs: a noise indicator."""
+    if len(result.times) < 2:
+        return "1 run"
+    return f"{(max(result.times) - min(result.times)) / result.median_s:.0%}"
+
+
+def cores_used(result: Result) -> str:
+    """This process's CPU seconds per wall second over the timed runs (at most --threads,
+    plus a little for Python): far below the thread count means it was starved of CPU."""
+    return f"{sum(result.own_cpu_s) / sum(result.times):.2f}" + (" !" if starved(result) else "")
+
+
 def table(results: list[Result]) -> str:
     """The plain results table, one row per measurement."""
     header = ("preset", "precision", "measurement", "audio", "x-real-time", "GFLOP/s",
-              "peak RSS MiB")
+              "peak RSS MiB", "spread", "cores used", "others")
     rows = [header]
     for result in results:
         task = result.task
         if result.error:
             rows.append((task.preset, task.precision, task.label, audio_label(task),
-                         "ERROR", result.error[:60], ""))
+                         "ERROR", result.error[:60], "", "", "", ""))
             continue
         rows.append((task.preset, task.precision, task.label, audio_label(task),
-                     fmt(result.x_real_time), fmt(result.gflops, 1), fmt(result.peak_rss_mib, 0)))
+                     fmt(result.x_real_time), fmt(result.gflops, 1), fmt(result.peak_rss_mib, 0),
+                     spread(result), cores_used(result), f"{result.others_cpu_share:.0%}"))
     for peer in PEER_REFERENCE:
         rows.append(("peer*", "fp32", f"Music2Latent v1 {peer['measurement']}", "30 s",
-                     fmt(peer["x_real_time"]), f"~{peer['gflops']:.0f}", fmt(peer["peak_rss_mib"], 0)))
+                     fmt(peer["x_real_time"]), f"~{peer['gflops']:.0f}",
+                     fmt(peer["peak_rss_mib"], 0), "quoted", "", ""))
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
-    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)) for row in rows]
+    lines = [
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        for row in rows
+    ]
     lines.insert(1, "  ".join("-" * width for width in widths))
     return "\n".join(lines)
 
@@ -444,6 +503,8 @@ def flatness_summary(results: list[Result]) -> dict[str, dict[str, float]]:
                 "short_seconds": short.task.seconds, "short_peak_rss_mib": short.peak_rss_mib,
                 "long_seconds": long.task.seconds, "long_peak_rss_mib": long.peak_rss_mib,
                 "ratio_long_over_short": long.peak_rss_mib / short.peak_rss_mib,
+                "short_growth_during_work_mib": short.peak_rss_mib - short.rss_before_work_mib,
+                "long_growth_during_work_mib": long.peak_rss_mib - long.rss_before_work_mib,
             }
     return summary
 
@@ -488,7 +549,13 @@ def notes(args: argparse.Namespace) -> list[str]:
         "its warm-up decodes 2-chunk latents.",
         "Peak RSS: ru_maxrss of the measurement's own process (includes Python + torch, "
         "~250 MiB, and the model weights).",
-        "The machine is shared and has 2 cores: expect +-10-20% noise between runs.",
+        "The machine is shared and has 2 cores: expect +-10-20% noise between runs. "
+        "spread = (slowest - fastest) / median run; cores used = this process's CPU "
+        "seconds per wall second; others = share of the machine's CPU that other processes "
+        "used meanwhile. '!' marks a row starved of CPU (cores used < "
+        f"{STARVED_FRACTION:g} x threads, even after --retries): its speed is not "
+        "representative (with 2 threads and one core taken, torch's OpenMP threads "
+        "spin-wait and run up to ~50x slower).",
         "peer* rows are QUOTED from /work/shared/PERF_NOTES.md (official Music2Latent v1, "
         "random weights, 30 s), NOT measured by this script.",
     ]
@@ -519,6 +586,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--long-seconds", type=float, default=600.0,
                         help="the long file of the memory-flatness check")
     parser.add_argument("--no-flatness", action="store_true", help="skip the file-path check")
+    parser.add_argument("--retries", type=int, default=1,
+                        help="re-runs of a measurement starved of CPU by other processes")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quick", action="store_true",
                         help="smoke check: small only, 1 repeat, 10 s audio, 60 s long file")
@@ -535,16 +604,31 @@ def default_output(quick: bool) -> Path:
     return RESULTS_DIR / f"bench-{stamp}{'-quick' if quick else ''}.json"
 
 
-def run_all(tasks: list[Task]) -> list[Result]:
-    """Runs the tasks one after the other, printing progress to stderr."""
+def starved(result: Result) -> bool:
+    """True when the process got clearly less CPU than its threads: another process
+    took a core, which (with OpenMP spin-waiting) can slow torch down many times over."""
+    if result.error or not result.times:
+        return False
+    return sum(result.own_cpu_s) / sum(result.times) < STARVED_FRACTION * result.task.threads
+
+
+def run_all(tasks: list[Task], retries: int) -> list[Result]:
+    """Runs the tasks one after the other, printing progress to stderr; a measurement
+    that was starved of CPU is run again, up to `retries` times."""
     results = []
     for index, task in enumerate(tasks, 1):
-        start = time.perf_counter()
-        print(f"[{index}/{len(tasks)}] {task.describe()} ({audio_label(task)}) ...",
-              end=" ", file=sys.stderr, flush=True)
-        result = run_task(task)
-        outcome = result.error or f"{result.x_real_time:.2f}x, {result.peak_rss_mib:.0f} MiB"
-        print(f"{outcome} [{time.perf_counter() - start:.0f} s]", file=sys.stderr, flush=True)
+        for attempt in range(retries + 1):
+            start = time.perf_counter()
+            print(f"[{index}/{len(tasks)}] {task.describe()} ({audio_label(task)}) ...",
+                  end=" ", file=sys.stderr, flush=True)
+            result = run_task(task)
+            result.attempts = attempt + 1
+            outcome = result.error or f"{result.x_real_time:.2f}x, {result.peak_rss_mib:.0f} MiB"
+            flag = ", STARVED of CPU" if starved(result) else ""
+            print(f"{outcome}{flag} [{time.perf_counter() - start:.0f} s]",
+                  file=sys.stderr, flush=True)
+            if not starved(result):
+                break
         results.append(result)
     return results
 
@@ -554,19 +638,21 @@ def main(argv: list[str] | None = None) -> None:
     if args.worker:
         worker_main(args.worker)
         return
-    started = datetime.now()
+    started, machine = datetime.now(), machine_info(args.threads)
     with tempfile.TemporaryDirectory(prefix="m2l-bench-") as folder:
         tasks = speed_tasks(args)
         if not args.no_flatness:
             tasks += flatness_tasks(args, Path(folder))
-        results = run_all(tasks)
+        results = run_all(tasks, args.retries)
     flatness = flatness_summary(results)
     print(table(results))
     for kind, item in flatness.items():
         print(f"\nmemory flatness, {kind} (small bf16): peak RSS "
               f"{item['short_peak_rss_mib']:.0f} MiB for {format_seconds(item['short_seconds'])}, "
               f"{item['long_peak_rss_mib']:.0f} MiB for {format_seconds(item['long_seconds'])}: "
-              f"ratio {item['ratio_long_over_short']:.2f}")
+              f"ratio {item['ratio_long_over_short']:.2f} (growth during the work: "
+              f"{item['short_growth_during_work_mib']:.0f} vs "
+              f"{item['long_growth_during_work_mib']:.0f} MiB)")
     print("\nnotes:\n" + "\n".join(f"- {line}" for line in notes(args)))
     print("\n" + FLOP_NOTE)
     output = args.output or default_output(args.quick)
@@ -575,7 +661,7 @@ def main(argv: list[str] | None = None) -> None:
         "started": started.isoformat(timespec="seconds"),
         "wall_seconds": round((datetime.now() - started).total_seconds(), 1),
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
-        "machine": machine_info(args.threads),
+        "machine": machine,
         "settings": {key: value for key, value in vars(args).items() if key != "worker"},
         "results": [asdict(result) for result in results],
         "memory_flatness": flatness,

@@ -93,6 +93,8 @@ def resample(waveform: np.ndarray, input_rate: int, output_rate: int) -> np.ndar
 def output_format(path: str | Path, format_name: str | None = None) -> str:
     """'WAV' or 'FLAC', from `format_name` or else from the file extension."""
     if format_name:
+        if format_name.upper() not in OUTPUT_FORMATS.values():
+            raise AudioError(f"unknown output format {format_name!r}; choose wav or flac")
         return format_name.upper()
     suffix = Path(path).suffix.lower()
     if suffix not in OUTPUT_FORMATS:

@@ -135,9 +135,7 @@ def audio_seconds(path: str) -> float | None:
 @app.command()
 def encode(
     source: Annotated[str, typer.Argument(metavar="IN", help="Audio file, or - for stdin.")],
-    output: Annotated[
-        str | None, typer.Option("--output", "-o", help="Output .m2l, or -.")
-    ] = None,
+    output: Annotated[str | None, typer.Option("--output", "-o", help="Output .m2l, or -.")] = None,
     model: ModelOption = None,
     device: DeviceOption = "auto",
     precision: PrecisionOption = "auto",
@@ -294,28 +292,19 @@ def batch(
     results: list[FileResult] = []
     if pairs:
         codec = load_codec(model, device, precision, threads, quiet)
+        if decode_mode:
+            runs = decode_files(
+                codec, pairs, sigma_cond, seed, sample_rate, format_name, subtype, batch_size
+            )
+        else:
+            runs = encode_files(codec, pairs, parse_metadata(meta), batch_size)
         with progress_bar(f"{len(pairs)} files", len(pairs), quiet) as advance:
-            for result in _run_batch(codec, pairs, decode_mode, locals()):
+            for result in runs:
                 results.append(result)
                 if advance:
                     advance(1)
     print_summary(results, skipped, quiet)
     raise typer.Exit(1 if any(result.error for result in results) else 0)
-
-
-def _run_batch(codec: Codec, pairs: list[tuple[str, str]], decode_mode: bool, options: dict):
-    if decode_mode:
-        return decode_files(
-            codec,
-            pairs,
-            options["sigma_cond"],
-            options["seed"],
-            options["sample_rate"],
-            options["format_name"],
-            options["subtype"],
-            options["batch_size"],
-        )
-    return encode_files(codec, pairs, parse_metadata(options["meta"]), options["batch_size"])
 
 
 def plan_batch(

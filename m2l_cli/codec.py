@@ -24,7 +24,7 @@ from .encoding import ArraySource, EncodedStream, EncodeJob, encode_jobs
 from .errors import M2LError, ModelError
 from .model import Music2Latent2
 from .spectral import SpectralTransform
-from .weights import model_id_of, read_weights, serialize
+from .weights import read_weights, serialize
 
 DEFAULT_BATCH_SIZE = 16
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -101,7 +101,7 @@ class Codec:
     @cached_property
     def model_id(self) -> str:
         """sha256 prefix of the weights file these weights save to."""
-        return model_id_of(serialize(self.model, self.model_name, trained=self.trained))
+        return serialize(self.model, self.model_name, trained=self.trained)[1]
 
     @classmethod
     def load(cls, path: str | Path, **options) -> Codec:
@@ -125,9 +125,9 @@ class Codec:
 
     def save(self, path: str | Path, dtype: torch.dtype | None = None) -> str:
         """Writes the weights (optionally as float16); returns the file's model id."""
-        data = serialize(self.model, self.model_name, dtype, self.trained)
+        data, model_id = serialize(self.model, self.model_name, dtype, self.trained)
         Path(path).write_bytes(data)
-        return model_id_of(data)
+        return model_id
 
     def autocast(self) -> contextlib.AbstractContextManager:
         dtype = PRECISIONS[self.precision]

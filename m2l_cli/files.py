@@ -197,7 +197,7 @@ def _open_target(
     format_name: str | None,
     subtype: str | None,
 ) -> DecodeTarget:
-    name = format_name or ("WAV" if target == STDIO else output_format(target))
+    name = "WAV" if target == STDIO and not format_name else output_format(target, format_name)
     output = AtomicOutput(target)
     rate = sample_rate or latents.original_sample_rate
     try:

@@ -1,8 +1,9 @@
 """Weights files: safetensors with the config and model name in the metadata.
 
-A model's id is the first 12 hex digits of the sha256 of its weights file, so the
-same weights always carry the same id, and containers can name the model that made
-them. Only safetensors is read: no pickle ever runs.
+A model's id is the first 12 hex digits of a sha256 over its metadata (keys sorted)
+and its tensors (names sorted; dtype, shape and bytes), so the same weights always
+carry the same id, however the file's header happens to be ordered, and containers
+can name the model that made them. Only safetensors is read: no pickle ever runs.
 """
 
 from __future__ import annotations
@@ -24,8 +25,14 @@ FORMAT_TAG = "m2l-weights-1"
 DEFAULT_MODEL_FILE = "default.safetensors"
 
 
-def model_id_of(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()[:12]
+def model_id_of(tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> str:
+    """The canonical id of these weights (see the module docstring)."""
+    digest = hashlib.sha256(json.dumps(metadata, sort_keys=True).encode())
+    for name in sorted(tensors):
+        tensor = tensors[name].detach().cpu().contiguous().flatten()
+        digest.update(f"{name}|{tensor.dtype}|{tuple(tensors[name].shape)}|".encode())
+        digest.update(tensor.view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()[:12]
 
 
 def default_model_path() -> Path | None:
@@ -36,8 +43,8 @@ def default_model_path() -> Path | None:
 
 def serialize(
     model: Music2Latent2, model_name: str, dtype: torch.dtype | None = None, trained: bool = True
-) -> bytes:
-    """The weights file's bytes (optionally cast, e.g. to float16 to halve the size)."""
+) -> tuple[bytes, str]:
+    """The weights file's bytes (optionally cast, e.g. to float16) and its model id."""
     tensors = {
         key: (value.to(dtype) if dtype is not None and value.is_floating_point() else value)
         .detach()
@@ -51,7 +58,7 @@ def serialize(
         "model_name": model_name,
         "trained": "yes" if trained else "no",
     }
-    return save_tensors(tensors, metadata=metadata)
+    return save_tensors(tensors, metadata=metadata), model_id_of(tensors, metadata)
 
 
 def _metadata(data: bytes, name: str) -> dict[str, str]:
@@ -69,8 +76,8 @@ def _metadata(data: bytes, name: str) -> dict[str, str]:
     return metadata
 
 
-def deserialize(data: bytes, name: str) -> tuple[Music2Latent2, dict[str, str]]:
-    """Bytes of a weights file -> (model in float32, metadata). Checks everything."""
+def deserialize(data: bytes, name: str) -> tuple[Music2Latent2, dict[str, str], str]:
+    """Bytes of a weights file -> (model in float32, metadata, model id). Checks everything."""
     metadata = _metadata(data, name)
     try:
         config = ModelConfig.from_json(metadata["config"])
@@ -95,7 +102,7 @@ def deserialize(data: bytes, name: str) -> tuple[Music2Latent2, dict[str, str]]:
                 f"{tuple(tensors[key].shape)}, config needs {tuple(value.shape)})"
             )
     model.load_state_dict({key: value.float() for key, value in tensors.items()})
-    return model, metadata
+    return model, metadata, model_id_of(tensors, metadata)
 
 
 def read_weights(path: str | Path) -> tuple[Music2Latent2, dict[str, str], str]:
@@ -109,5 +116,4 @@ def read_weights(path: str | Path) -> tuple[Music2Latent2, dict[str, str], str]:
         raise ModelError(f"{path}: is a directory, not a weights file") from None
     except OSError as error:
         raise ModelError(f"{path}: cannot read weights ({error.strerror})") from None
-    model, metadata = deserialize(data, str(path))
-    return model, metadata, model_id_of(data)
+    return deserialize(data, str(path))

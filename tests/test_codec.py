@@ -17,6 +17,8 @@ from m2l_cli.encoding import ArraySource, EncodeJob
 
 CHUNK = 32768
 
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
+
 
 @pytest.fixture(scope="module")
 def codec() -> Codec:
@@ -33,11 +35,9 @@ def noise(channels: int, samples: int, seed: int = 0) -> np.ndarray:
     return audio
 
 
-def encode_only(codec: Codec, latents_by_job: list, audio: np.ndarray, rate: int = 44100):
-    """An EncodeJob for `audio`; append it to a list to encode several together."""
-    job = EncodeJob(lambda: ArraySource(audio, rate), f"input {len(latents_by_job)}")
-    latents_by_job.append(job)
-    return job
+def array_job(name: str, audio: np.ndarray, rate: int = 44100) -> EncodeJob:
+    """An EncodeJob reading `audio` from memory."""
+    return EncodeJob(lambda: ArraySource(audio, rate), name)
 
 
 # Lengths and chunks.
@@ -125,6 +125,23 @@ def test_decoding_two_files_in_one_batch_equals_decoding_each_alone(codec):
     np.testing.assert_allclose(together_long, codec.decode(long, seed=4), rtol=0, atol=1e-4)
 
 
+def test_decode_jobs_steps_several_files_in_one_model_call(codec, monkeypatch):
+    rows_per_call: list[int] = []
+    denoise = codec._denoise
+
+    def recording(x, sigma, features):
+        rows_per_call.append(x.shape[0])
+        return denoise(x, sigma, features)
+
+    monkeypatch.setattr(codec, "_denoise", recording)
+    mono = codec.encode(noise(1, 1000, seed=1), 44100)
+    stereo = codec.encode(noise(2, 1000, seed=2), 44100)
+    jobs = [DecodeJob(mono, [].append, "mono"), DecodeJob(stereo, [].append, "stereo")]
+    list(codec.decode_jobs(jobs, batch_size=16))
+    # One chunk each: a first step and a last step, both files (3 rows) together.
+    assert rows_per_call == [3, 3]
+
+
 def test_encode_jobs_puts_chunks_of_several_inputs_in_one_batch(codec, monkeypatch):
     batch_sizes: list[int] = []
     encode_batch = codec._encode_batch
@@ -134,40 +151,63 @@ def test_encode_jobs_puts_chunks_of_several_inputs_in_one_batch(codec, monkeypat
         return encode_batch(spectrograms)
 
     monkeypatch.setattr(codec, "_encode_batch", recording)
-    jobs: list[EncodeJob] = []
-    encode_only(codec, jobs, noise(1, 10000, seed=1))
-    encode_only(codec, jobs, noise(2, 40000, seed=2))
-    results = dict(codec.encode_jobs(jobs, batch_size=16))
+    jobs = [
+        array_job("mono", noise(1, 10000, seed=1)),
+        array_job("stereo", noise(2, 40000, seed=2)),
+    ]
+    results = {job.name: result for job, result in codec.encode_jobs(jobs, batch_size=16)}
     assert batch_sizes == [1 + 2 * 2]
-    assert all(isinstance(results[job], Latents) for job in jobs)
+    assert results["mono"].channels == 1
+    assert results["stereo"].channels == 2
 
 
 def test_encode_jobs_gives_the_same_latents_as_encoding_alone(codec):
     inputs = [noise(1, 10000, seed=1), noise(2, 40000, seed=2), noise(1, 70000, seed=3)]
-    jobs: list[EncodeJob] = []
-    for audio in inputs:
-        encode_only(codec, jobs, audio)
-    together = dict(codec.encode_jobs(jobs, batch_size=3))
-    for job, audio in zip(jobs, inputs):
+    jobs = [array_job(f"input {index}", audio) for index, audio in enumerate(inputs)]
+    together = {job.name: result for job, result in codec.encode_jobs(jobs, batch_size=3)}
+    for job, audio in zip(jobs, inputs, strict=True):
         alone = codec.encode(audio, 44100, batch_size=1)
-        assert together[job].values.shape == alone.values.shape
+        assert together[job.name].values.shape == alone.values.shape
+        # Latents are float16: a float32 difference of 1e-7 may round to the next float16
+        # (one step is 2**-11 of the value), so allow one step beyond atol 1e-5.
         np.testing.assert_allclose(
-            together[job].values.astype(np.float32), alone.values.astype(np.float32), atol=1e-5
+            together[job.name].values.astype(np.float32),
+            alone.values.astype(np.float32),
+            rtol=2**-10,
+            atol=1e-5,
         )
 
 
 # Weights files.
 
 
-def test_saved_weights_load_with_the_same_model_id_and_latents(codec, tmp_path):
+def test_saved_weights_load_with_the_file_model_id_and_give_the_same_latents(codec, tmp_path):
     path = tmp_path / "tiny.safetensors"
     saved_id = codec.save(path)
-    assert saved_id == codec.model_id
     loaded = Codec.load(path, precision="fp32", device="cpu")
-    assert loaded.model_id == codec.model_id
-    assert codec.save(tmp_path / "again.safetensors") == saved_id
+    assert loaded.model_id == saved_id
     audio = noise(1, 40000)
-    assert np.array_equal(loaded.encode(audio, 44100).values, codec.encode(audio, 44100).values)
+    latents = loaded.encode(audio, 44100)
+    assert latents.model_id == saved_id
+    assert np.array_equal(latents.values, codec.encode(audio, 44100).values)
+
+
+def test_saving_the_same_weights_again_gives_the_same_model_id(codec, tmp_path):
+    """The model id names the weights, so equal weights must give equal ids."""
+    # BUG (m2l_cli/weights.py, serialize): safetensors writes the `__metadata__` dict
+    # in random key order on every call (a Rust HashMap), so the file bytes and their
+    # sha256 prefix, the model id, change from one save to the next.
+    ids = {codec.save(tmp_path / f"copy{index}.safetensors") for index in range(5)}
+    assert len(ids) == 1
+
+
+def test_a_created_codec_has_the_model_id_of_the_file_it_saves(codec, tmp_path):
+    """Latents made before saving must decode with the saved weights."""
+    # BUG (m2l_cli/codec.py, Codec.model_id, via m2l_cli/weights.py serialize): the id
+    # is the hash of one serialization, the file is another with a different metadata
+    # order, so Codec.load(saved).decode(latents made by `codec`) raises ModelError.
+    ids = {codec.save(tmp_path / f"copy{index}.safetensors") for index in range(3)}
+    assert ids == {codec.model_id}
 
 
 def test_different_weights_have_different_model_ids(codec):

@@ -11,6 +11,8 @@ from m2l_cli.model.consistency import edm_scalings, sigma_from_time
 
 TINY = PRESETS["tiny"]
 
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
+
 
 def chunk_input(config: ModelConfig, batch: int, *, seed: int = 0) -> torch.Tensor:
     """Random spectrogram chunks [batch, 2, F, T]."""
@@ -49,7 +51,7 @@ def random_features(config: ModelConfig, count: int, *, seed: int = 0) -> list[t
     generator = torch.Generator().manual_seed(seed)
     return [
         torch.randn(count, channels, *grid, generator=generator)
-        for channels, grid in zip(config.channels, config.level_grids)
+        for channels, grid in zip(config.channels, config.level_grids, strict=True)
     ]
 
 
@@ -83,7 +85,7 @@ def test_decoder_gives_one_feature_map_per_level(name):
     with torch.no_grad():
         features = model.decoder(random_latents(config, 1))
     assert len(features) == len(config.channels)
-    for level, (channels, grid) in enumerate(zip(config.channels, config.level_grids)):
+    for level, (channels, grid) in enumerate(zip(config.channels, config.level_grids, strict=True)):
         assert features[level].shape == (1, channels, *grid)
 
 
@@ -119,9 +121,7 @@ def test_tiny_is_much_smaller_than_small():
 
 def test_chunk_causal_mask_lets_tokens_see_only_their_own_and_earlier_chunks():
     mask = chunk_causal_mask(2, 3, torch.device("cpu"))
-    expected = torch.tensor(
-        [[1, 1, 1, 0, 0, 0]] * 3 + [[1, 1, 1, 1, 1, 1]] * 3, dtype=torch.bool
-    )
+    expected = torch.tensor([[1, 1, 1, 0, 0, 0]] * 3 + [[1, 1, 1, 1, 1, 1]] * 3, dtype=torch.bool)
     assert torch.equal(mask, expected)
 
 
@@ -134,7 +134,10 @@ def test_right_chunk_never_changes_the_left_chunk_output(tiny_random_model):
     other_x, _, other_features = two_chunk_inputs(model, seed=7)
     x2 = torch.stack([x[:, 0], other_x[:, 1]], 1)
     sigma2 = torch.tensor([[0.4, 80.0]])
-    features2 = [torch.stack([mine[0], theirs[1]]) for mine, theirs in zip(features, other_features)]
+    features2 = [
+        torch.stack([mine[0], theirs[1]])
+        for mine, theirs in zip(features, other_features, strict=True)
+    ]
     after = denoise(model, x2, sigma2, features2)
 
     assert torch.equal(after[:, 0], before[:, 0])
@@ -177,7 +180,9 @@ def test_left_features_change_the_right_chunk_output(tiny_random_model):
     x, sigma, features = two_chunk_inputs(model)
     before = denoise(model, x, sigma, features)
     _, _, other = two_chunk_inputs(model, seed=5)
-    features2 = [torch.stack([theirs[0], mine[1]]) for mine, theirs in zip(features, other)]
+    features2 = [
+        torch.stack([theirs[0], mine[1]]) for mine, theirs in zip(features, other, strict=True)
+    ]
     after = denoise(model, x, sigma, features2)
     assert (after[:, 1] - before[:, 1]).abs().max() > 1e-5
 
@@ -198,7 +203,9 @@ def test_batch_rows_do_not_mix_in_the_consistency_model(tiny_random_model):
     other_x, _, other_features = two_chunk_inputs(model, seed=3)
     batched_x = torch.cat([x, other_x])
     batched_sigma = torch.cat([sigma, torch.tensor([[1.0, 2.0]])])
-    batched_features = [torch.cat([mine, theirs]) for mine, theirs in zip(features, other_features)]
+    batched_features = [
+        torch.cat([mine, theirs]) for mine, theirs in zip(features, other_features, strict=True)
+    ]
     batched = denoise(model, batched_x, batched_sigma, batched_features)
     assert torch.allclose(batched[:1], single, rtol=0, atol=1e-5)
 
@@ -226,7 +233,7 @@ def test_decoder_features_of_a_chunk_ignore_the_other_chunks_in_the_batch(tiny_r
         changed = latents.clone()
         changed[0] = random_latents(model.config, 1, seed=8)[0]
         after = model.decoder(changed)
-    for level_before, level_after in zip(before, after):
+    for level_before, level_after in zip(before, after, strict=True):
         assert torch.allclose(level_after[1:], level_before[1:], rtol=0, atol=1e-6)
         assert not torch.allclose(level_after[0], level_before[0], atol=1e-4)
 

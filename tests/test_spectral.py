@@ -14,6 +14,8 @@ CONFIG = PRESETS["small"]
 CHUNK = CONFIG.chunk_samples  # 32768
 CONTEXT = CONFIG.n_fft // 2  # 1024
 
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
+
 
 @pytest.fixture(scope="module")
 def transform() -> SpectralTransform:

@@ -346,6 +346,149 @@ def print_summary(results: list[FileResult], skipped: list[str], quiet: bool) ->
     console.print(f"{done} ok, {len(failed)} failed, {len(skipped)} skipped", highlight=False)
 
 
+@app.command()
+def train(
+    data: Annotated[Path, typer.Argument(help="Folder of 44.1 kHz audio to train on.")],
+    run: Annotated[Path, typer.Option("--run", help="Folder for checkpoint and logs.")] = Path(
+        "runs/default"
+    ),
+    resume: Annotated[bool, typer.Option(help="Continue the run's checkpoint.")] = False,
+    steps: Annotated[int | None, typer.Option(min=1, help="Steps to do now.")] = None,
+    total_steps: Annotated[int, typer.Option(min=1, help="Schedule length.")] = 100_000,
+    preset_name: Annotated[str, typer.Option("--preset", help="small, paper or tiny.")] = "small",
+    batch_size: Annotated[int, typer.Option(min=1)] = 16,
+    learning_rate: Annotated[float, typer.Option("--lr")] = 1e-4,
+    ema_decay: Annotated[float, typer.Option(min=0.0, max=1.0)] = 0.999,
+    workers: Annotated[int, typer.Option(min=0, help="Data worker processes.")] = 2,
+    seed: SeedOption = 0,
+    device: DeviceOption = "auto",
+    precision: Annotated[str, typer.Option(help="auto, bf16 or fp32.")] = "auto",
+    threads: ThreadsOption = None,
+    validation: Annotated[
+        Path | None, typer.Option(help="Folder of clips reconstructed at each validation.")
+    ] = None,
+    validate_every: Annotated[int, typer.Option(min=1)] = 500,
+    checkpoint_every: Annotated[int, typer.Option(min=1)] = 100,
+    log_every: Annotated[int, typer.Option(min=1)] = 10,
+    quiet: QuietOption = False,
+) -> None:
+    """Train a model by consistency training (resumable; Ctrl-C saves and exits)."""
+    from .codec import resolve_device
+    from .trainer import TrainConfig, make_validator
+    from .trainer import train as run_training
+
+    if threads:
+        torch_threads(threads)
+    settings = TrainConfig(
+        preset=preset_name,
+        batch_size=batch_size,
+        total_steps=total_steps,
+        learning_rate=learning_rate,
+        ema_decay=ema_decay,
+        seed=seed,
+        workers=workers,
+        precision=precision,
+        log_every=log_every,
+        validate_every=validate_every,
+        checkpoint_every=checkpoint_every,
+    )
+    validator = make_validator(validation) if validation else None
+
+    def show(row: dict) -> None:
+        if not quiet:
+            console.print(
+                f"step {row['step']}  loss {row['loss']:.4g}  lr {row['lr']:.3g}  "
+                f"dt {row['dt']:.4g}  grad {row['grad_norm']:.3g}  "
+                f"{row['samples_per_s']:.2f} samples/s",
+                highlight=False,
+            )
+
+    trainer = run_training(
+        data, run, settings, steps, resolve_device(device), resume, show, validator
+    )
+    console.print(f"m2l: checkpoint at step {trainer.step} in {run}", highlight=False)
+
+
+def torch_threads(count: int) -> None:
+    import torch
+
+    torch.set_num_threads(count)
+
+
+@app.command()
+def export(
+    checkpoint: Annotated[Path, typer.Argument(help="Training checkpoint (.safetensors).")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Weights file to write.")],
+    name: Annotated[str | None, typer.Option(help="Model name stored in the file.")] = None,
+    force: ForceOption = False,
+) -> None:
+    """Export a checkpoint's EMA weights as a float16 model file for --model."""
+    from .trainer import export_checkpoint
+
+    check_output(str(output), force)
+    model_id = export_checkpoint(checkpoint, output, name)
+    console.print(f"m2l: wrote {output} (model {model_id})", highlight=False)
+
+
+@app.command(name="eval")
+def evaluate(
+    paths: Annotated[
+        list[Path],
+        typer.Argument(
+            metavar="REF_DIR [TEST_DIR]",
+            help="Compare two folders, or code one folder with the model and compare.",
+        ),
+    ],
+    model: ModelOption = None,
+    device: DeviceOption = "auto",
+    precision: PrecisionOption = "auto",
+    threads: ThreadsOption = None,
+    sigma_cond: SigmaOption = 0.4,
+    seed: SeedOption = 0,
+    max_seconds: Annotated[float | None, typer.Option(min=0.1, help="Crop each file.")] = None,
+    offset: Annotated[float, typer.Option(min=0.0, help="Crop start, seconds.")] = 0.0,
+    visqol: Annotated[bool, typer.Option(help="Also compute ViSQOL (slow; m2l_cli[eval]).")] = True,
+    json_path: Annotated[Path | None, typer.Option("--json", help="Write the report here.")] = None,
+    quiet: QuietOption = False,
+) -> None:
+    """Objective metrics (SI-SDR, log-mel, multi-resolution STFT, ViSQOL), with the
+    equal-budget naive 689 Hz codec as the reference row."""
+    from .evaluation import compare_folders, evaluate_codec
+
+    if len(paths) not in (1, 2):
+        raise typer.BadParameter("give REF_DIR TEST_DIR, or one folder with --model")
+    if len(paths) == 2:
+        report = compare_folders(paths[0], paths[1], visqol, max_seconds)
+    else:
+        codec = load_codec(model, device, precision, threads, quiet)
+        report = evaluate_codec(codec, paths[0], sigma_cond, seed, max_seconds, offset, visqol)
+    print_report(report)
+    if json_path:
+        json_path.write_text(report.to_json())
+    raise typer.Exit(1 if report.errors else 0)
+
+
+def print_report(report) -> None:
+    """Per-file tables for every system, then the means side by side (on stderr)."""
+    from .evaluation import TABLE_COLUMNS
+
+    for system in report.systems:
+        table = Table(title=system)
+        for column in TABLE_COLUMNS:
+            table.add_column(column)
+        for row in report.table_rows(system):
+            table.add_row(*row)
+        console.print(table)
+    summary = Table(title="means")
+    for column in ("system", *TABLE_COLUMNS[1:]):
+        summary.add_column(column)
+    for row in report.summary_rows():
+        summary.add_row(*row)
+    console.print(summary)
+    for line in report.errors + [f"no partner: {name}" for name in report.missing_test]:
+        console.print(f"m2l: {line}", markup=False, highlight=False)
+
+
 def version_callback(value: bool) -> None:
     if value:
         print(f"m2l {__version__}")

@@ -54,7 +54,8 @@ MIN_SECONDS = 20.0
 MIN_SOURCE_SR = 44100
 PEAK_LIMIT = 1.0
 PEAK_TARGET = 0.999
-MAX_DC_RATIO = 0.3  # music has |mean| / rms near 0; a one-sided (all-positive) signal does not
+INFRASONIC_HZ = 20.0
+MAX_INFRASONIC = 0.9  # drop a track when more than this share of its energy is below 20 Hz
 VAL_FRACTION = 0.05
 VAL_MIN_TRACKS = 10  # packages with fewer usable tracks than this give nothing to val
 VAL_OOD_PACKAGES = ("singularity-music", "hyperrogue-music")
@@ -485,19 +486,41 @@ def decode_mix(sources: list[tuple[str, str]]) -> tuple[np.ndarray, int]:
     return mix, min(rates)
 
 
+def infrasonic_fraction(audio: np.ndarray, sr: int = TARGET_SR) -> float:
+    """Share of the signal's energy below ``INFRASONIC_HZ`` (DC offset and slow drift).
+
+    Works on 10 ms block means (a 100 Hz signal), so it is cheap for long tracks; music
+    normally has well under 1% of its energy there.
+    """
+    block = sr // 100
+    n = len(audio) // block
+    if n < 2:
+        return 0.0
+    x = audio[: n * block].astype(np.float64)
+    total = float(np.mean(np.square(x)))
+    if total <= 0.0:
+        return 0.0
+    means = x.reshape(n, block, -1).mean(axis=1)
+    spec = np.fft.rfft(means, axis=0)
+    spec[np.fft.rfftfreq(n, 1.0 / 100) >= INFRASONIC_HZ] = 0.0
+    low = np.fft.irfft(spec, n=n, axis=0)
+    return float(np.mean(np.square(low)) / total)
+
+
 def convert(sources: list[tuple[str, str]], out_path: str) -> dict[str, Any]:
     """Decode, resample, rescale if the peak exceeds 1.0, and write 44.1 kHz PCM_16 FLAC.
 
-    A track whose signal is mostly DC offset (``|mean| / rms`` of a channel above
-    ``MAX_DC_RATIO``: not a music waveform) is not written; the result then holds ``drop``.
-    The FLAC is written to a temporary name and renamed, so a partial file never remains.
+    Also measures the DC offset and the share of energy below 20 Hz; a track with more
+    than ``MAX_INFRASONIC`` of its energy there is not written (the result then holds
+    ``drop``). The FLAC is written to a temporary name and renamed, so a partial file
+    never remains.
     """
     audio, orig_sr = decode_mix(sources)
-    rms = np.sqrt(np.mean(np.square(audio, dtype=np.float64), axis=0)) + 1e-12
-    dc_ratio = float(np.max(np.abs(np.mean(audio, axis=0, dtype=np.float64)) / rms))
-    if dc_ratio > MAX_DC_RATIO:
-        return {"drop": f"DC offset: |mean|/rms = {dc_ratio:.2f} > {MAX_DC_RATIO} "
-                        "(not a music waveform)"}
+    dc_offset = float(np.max(np.abs(np.mean(audio, axis=0, dtype=np.float64))))
+    infra = infrasonic_fraction(audio)
+    if infra > MAX_INFRASONIC:
+        return {"drop": f"{infra:.0%} of the energy below {INFRASONIC_HZ:.0f} Hz "
+                        f"(DC offset {dc_offset:.2f}): not a music waveform"}
     peak = float(np.max(np.abs(audio))) if audio.size else 0.0
     gain = 1.0
     if peak > PEAK_LIMIT:
@@ -511,7 +534,8 @@ def convert(sources: list[tuple[str, str]], out_path: str) -> dict[str, Any]:
     os.replace(tmp, out)
     return {"duration_s": round(len(audio) / TARGET_SR, 3), "orig_sample_rate": orig_sr,
             "channels": int(audio.shape[1]), "peak": round(peak, 4),
-            "rescaled": gain != 1.0, "gain": round(gain, 5)}
+            "rescaled": gain != 1.0, "gain": round(gain, 5),
+            "dc_offset": round(dc_offset, 4), "infrasonic_fraction": round(infra, 4)}
 
 
 def convert_job(key: str, sources: list[tuple[str, str]], out_path: str
@@ -528,7 +552,8 @@ def convert_job(key: str, sources: list[tuple[str, str]], out_path: str
 # ---------------------------------------------------------------------------------------
 
 CSV_FIELDS = ("path", "split", "package", "track", "group", "source", "licence", "holder",
-              "duration_s", "orig_sample_rate", "channels", "rescaled", "peak", "gain")
+              "duration_s", "orig_sample_rate", "channels", "rescaled", "peak", "gain",
+              "dc_offset", "infrasonic_fraction")
 
 
 def load_manifest(out: Path) -> dict[str, Any]:
@@ -569,7 +594,7 @@ def write_manifest(out: Path, files: list[dict[str, Any]], dropped: list[dict[st
         "sample_rate": TARGET_SR,
         "format": "FLAC PCM_16",
         "rules": {"min_seconds": MIN_SECONDS, "min_source_sample_rate": MIN_SOURCE_SR,
-                  "max_dc_ratio": MAX_DC_RATIO,
+                  "max_infrasonic_fraction": MAX_INFRASONIC,
                   "sound_effect_names": sorted(SOUND_EFFECT_NAMES),
                   "val_fraction": VAL_FRACTION, "val_ood_packages": list(VAL_OOD_PACKAGES),
                   "peak_limit": PEAK_LIMIT, "peak_target": PEAK_TARGET},
@@ -711,8 +736,9 @@ def decode_tracks(kept: list[Track], out: Path, prev_files: dict[tuple[str, str]
             continue
         old = prev_files.get(key)
         if old and old["path"] == t.out_rel() and (out / t.out_rel()).exists():
-            t.info = {k: old[k] for k in ("duration_s", "orig_sample_rate", "channels",
-                                          "peak", "rescaled", "gain")}
+            t.info = {k: old[k] for k in ("duration_s", "orig_sample_rate", "channels", "peak",
+                                          "rescaled", "gain", "dc_offset",
+                                          "infrasonic_fraction") if k in old}
             continue
         if old and (out / old["path"]).exists():
             (out / old["path"]).unlink()  # the track moved to another split

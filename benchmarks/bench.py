@@ -1,6 +1,6 @@
 """CPU speed and memory benchmark for m2l_cli, with random (untrained) weights.
 
-    .venv/bin/python benchmarks/bench.py                 # full run (~15-25 min on 2 cores)
+    .venv/bin/python benchmarks/bench.py                 # full run (~20-30 min on 2 cores)
     .venv/bin/python benchmarks/bench.py --quick         # smoke check (~1-2 min)
     .venv/bin/python benchmarks/bench.py --presets small --precisions bf16
 

@@ -24,7 +24,7 @@ from .encoding import ArraySource, EncodedStream, EncodeJob, encode_jobs
 from .errors import M2LError, ModelError
 from .model import Music2Latent2
 from .spectral import SpectralTransform
-from .weights import read_weights, serialize
+from .weights import file_metadata, model_id_of, read_weights, serialize
 
 DEFAULT_BATCH_SIZE = 16
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -101,7 +101,8 @@ class Codec:
     @cached_property
     def model_id(self) -> str:
         """sha256 prefix of the weights file these weights save to."""
-        return serialize(self.model, self.model_name, trained=self.trained)[1]
+        metadata = file_metadata(self.model, self.model_name, self.trained)
+        return model_id_of(self.model.state_dict(), metadata)
 
     @classmethod
     def load(cls, path: str | Path, **options) -> Codec:
@@ -140,16 +141,42 @@ class Codec:
         with torch.inference_mode(), self.autocast():
             return self.model.encoder(x).float().cpu()
 
+    @cached_property
+    def chunks_per_call(self) -> int:
+        """On a CPU, how many chunks one call may hold so its finest feature maps stay
+        within ~16 MiB (cache-sized: bigger batches ran slower there). Unlimited on GPUs."""
+        if self.device.type != "cpu":
+            return 1 << 30
+        frequency, time = self.config.level_grids[0]
+        bytes_per_chunk = self.config.channels[0] * frequency * time * 4
+        return max(1, (16 << 20) // bytes_per_chunk)
+
     def _decode_features(self, latents: torch.Tensor) -> list[torch.Tensor]:
+        pieces = []
         with torch.inference_mode(), self.autocast():
-            return self.model.decoder(latents.to(self.device))
+            for part in latents.split(self.chunks_per_call):
+                pieces.append(self.model.decoder(part.to(self.device)))
+        if len(pieces) == 1:
+            return pieces[0]
+        return [torch.cat(levels) for levels in zip(*pieces, strict=True)]
 
     def _denoise(
         self, x: torch.Tensor, sigma: torch.Tensor, features: list[torch.Tensor]
     ) -> torch.Tensor:
+        slots = x.shape[1]
+        rows = max(1, self.chunks_per_call // slots)
+        outputs = []
         with torch.inference_mode(), self.autocast():
-            output = self.model.consistency(x.to(self.device), sigma.to(self.device), features)
-        return output.float().cpu()
+            for start in range(0, x.shape[0], rows):
+                part = slice(start, start + rows)
+                part_features = [
+                    level[start * slots : (start + rows) * slots] for level in features
+                ]
+                output = self.model.consistency(
+                    x[part].to(self.device), sigma[part].to(self.device), part_features
+                )
+                outputs.append(output.float().cpu())
+        return torch.cat(outputs)
 
     def _analyse(self, window: np.ndarray) -> torch.Tensor:
         return self.transform.analyse(torch.from_numpy(window))

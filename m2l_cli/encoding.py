@@ -92,15 +92,19 @@ class EncodedStream:
     job: EncodeJob
     source: SampleSource | None = None
     reader: ChunkReader | None = None
-    chunks: dict[int, np.ndarray] = field(default_factory=dict)
+    latents: dict[tuple[int, int], np.ndarray] = field(default_factory=dict)  # (chunk, channel)
     outstanding: int = 0
     reading: bool = True
     error: M2LError | None = None
 
     def values(self) -> np.ndarray:
         """[channels, chunks, K, latent_dim] float32."""
-        ordered = [self.chunks[index] for index in range(len(self.chunks))]
-        return np.stack(ordered, axis=1)
+        channels = self.source.channels
+        chunks = len(self.latents) // channels
+        rows = [
+            [self.latents[chunk, channel] for chunk in range(chunks)] for channel in range(channels)
+        ]
+        return np.array(rows, dtype=np.float32)
 
 
 class BatchEncoder:
@@ -131,11 +135,9 @@ class BatchEncoder:
         for (stream, chunk_index, channel, _), values in zip(batch, latents, strict=True):
             if stream.error is not None:
                 continue
-            channels = stream.source.channels
-            slot = stream.chunks.setdefault(
-                chunk_index, np.zeros((channels, *values.shape), np.float32)
-            )
-            slot[channel] = values
+            # A copy per (chunk, channel): small long-lived arrays allocated next to the
+            # batch's big temporaries fragment the heap and make memory grow with length.
+            stream.latents[chunk_index, channel] = values.copy()
             stream.outstanding -= 1
         if self.progress:
             self.progress(len(batch))

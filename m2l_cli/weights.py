@@ -41,6 +41,16 @@ def default_model_path() -> Path | None:
     return path if path.is_file() else None
 
 
+def file_metadata(model: Music2Latent2, model_name: str, trained: bool) -> dict[str, str]:
+    """What a weights file says about its model, besides the tensors."""
+    return {
+        "format": FORMAT_TAG,
+        "config": model.config.to_json(),
+        "model_name": model_name,
+        "trained": "yes" if trained else "no",
+    }
+
+
 def serialize(
     model: Music2Latent2, model_name: str, dtype: torch.dtype | None = None, trained: bool = True
 ) -> tuple[bytes, str]:
@@ -52,12 +62,7 @@ def serialize(
         .contiguous()
         for key, value in model.state_dict().items()
     }
-    metadata = {
-        "format": FORMAT_TAG,
-        "config": model.config.to_json(),
-        "model_name": model_name,
-        "trained": "yes" if trained else "no",
-    }
+    metadata = file_metadata(model, model_name, trained)
     return save_tensors(tensors, metadata=metadata), model_id_of(tensors, metadata)
 
 

@@ -54,8 +54,7 @@ MIN_SECONDS = 20.0
 MIN_SOURCE_SR = 44100
 PEAK_LIMIT = 1.0
 PEAK_TARGET = 0.999
-INFRASONIC_HZ = 20.0
-MAX_INFRASONIC = 0.9  # drop a track when more than this share of its energy is below 20 Hz
+INFRASONIC_HZ = 20.0  # energy below this is measured (DC offset and drift), not removed
 VAL_FRACTION = 0.05
 VAL_MIN_TRACKS = 10  # packages with fewer usable tracks than this give nothing to val
 VAL_OOD_PACKAGES = ("singularity-music", "hyperrogue-music")
@@ -415,9 +414,8 @@ def assign_splits(tracks: list[Track]) -> None:
         groups: dict[str, list[Track]] = {}
         for t in items:
             groups.setdefault(t.group, []).append(t)
-        target = round(VAL_FRACTION * len(items)) if len(items) >= VAL_MIN_TRACKS else 0
-        if len(items) >= VAL_MIN_TRACKS:
-            target = max(target, 1)
+        enough = len(items) >= VAL_MIN_TRACKS
+        target = max(1, round(VAL_FRACTION * len(items))) if enough else 0
         taken = 0
         for g in sorted(groups, key=lambda g: (stable_hash(f"{package}/{g}"), g)):
             split = "val" if taken < target else "train"
@@ -510,17 +508,13 @@ def infrasonic_fraction(audio: np.ndarray, sr: int = TARGET_SR) -> float:
 def convert(sources: list[tuple[str, str]], out_path: str) -> dict[str, Any]:
     """Decode, resample, rescale if the peak exceeds 1.0, and write 44.1 kHz PCM_16 FLAC.
 
-    Also measures the DC offset and the share of energy below 20 Hz; a track with more
-    than ``MAX_INFRASONIC`` of its energy there is not written (the result then holds
-    ``drop``). The FLAC is written to a temporary name and renamed, so a partial file
-    never remains.
+    Also measures the DC offset and the share of energy below 20 Hz (recorded in the
+    manifest, the audio is left as it is). The FLAC is written to a temporary name and
+    renamed, so a partial file never remains.
     """
     audio, orig_sr = decode_mix(sources)
     dc_offset = float(np.max(np.abs(np.mean(audio, axis=0, dtype=np.float64))))
     infra = infrasonic_fraction(audio)
-    if infra > MAX_INFRASONIC:
-        return {"drop": f"{infra:.0%} of the energy below {INFRASONIC_HZ:.0f} Hz "
-                        f"(DC offset {dc_offset:.2f}): not a music waveform"}
     peak = float(np.max(np.abs(audio))) if audio.size else 0.0
     gain = 1.0
     if peak > PEAK_LIMIT:
@@ -536,6 +530,13 @@ def convert(sources: list[tuple[str, str]], out_path: str) -> dict[str, Any]:
             "channels": int(audio.shape[1]), "peak": round(peak, 4),
             "rescaled": gain != 1.0, "gain": round(gain, 5),
             "dc_offset": round(dc_offset, 4), "infrasonic_fraction": round(infra, 4)}
+
+
+def measure_flac(path: str) -> tuple[float, float]:
+    """DC offset and infrasonic share of an already written FLAC."""
+    audio, _ = sf.read(path, dtype="float32", always_2d=True)
+    dc_offset = float(np.max(np.abs(np.mean(audio, axis=0, dtype=np.float64))))
+    return dc_offset, infrasonic_fraction(audio)
 
 
 def convert_job(key: str, sources: list[tuple[str, str]], out_path: str
@@ -594,7 +595,7 @@ def write_manifest(out: Path, files: list[dict[str, Any]], dropped: list[dict[st
         "sample_rate": TARGET_SR,
         "format": "FLAC PCM_16",
         "rules": {"min_seconds": MIN_SECONDS, "min_source_sample_rate": MIN_SOURCE_SR,
-                  "max_infrasonic_fraction": MAX_INFRASONIC,
+                  "infrasonic_hz": INFRASONIC_HZ,
                   "sound_effect_names": sorted(SOUND_EFFECT_NAMES),
                   "val_fraction": VAL_FRACTION, "val_ood_packages": list(VAL_OOD_PACKAGES),
                   "peak_limit": PEAK_LIMIT, "peak_target": PEAK_TARGET},
@@ -642,7 +643,10 @@ def prepare_packages(packages: list[str], cache: Path, update: bool
     """Download and unpack each package; return unpacked roots and failures (reasons)."""
     state = {"updated": False}
     if update:
-        apt_update()
+        try:
+            apt_update()
+        except (subprocess.CalledProcessError, OSError) as exc:
+            log(f"apt-get update failed ({exc}); trying the downloads anyway")
         state["updated"] = True
     roots: dict[str, Path] = {}
     failed: dict[str, str] = {}
@@ -718,51 +722,50 @@ def probe_tracks(tracks: list[Track], prev_files: dict[tuple[str, str], dict[str
 
 
 def decode_tracks(kept: list[Track], out: Path, prev_files: dict[tuple[str, str], dict[str, Any]],
-                  prev_dropped: dict[tuple[str, str], dict[str, Any]], jobs: int
-                  ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], int]:
+                  jobs: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]], int]:
     """Write every kept track that is not written yet (in the pool).
 
-    Returns the manifest records of the written tracks, the tracks dropped while decoding, and
-    the number of tracks that failed to decode.
+    Returns the manifest records of the written tracks, the dropped entries of the tracks that
+    failed to decode, and their number.
     """
     dropped: list[dict[str, Any]] = []
     todo: list[Track] = []
+    unmeasured: list[Track] = []
     for t in kept:
         key = (t.package, t.source_name)
-        old_drop = prev_dropped.get(key)
-        if old_drop and old_drop.get("stage") == "decode":
-            dropped.append(old_drop)
-            t.split = ""
-            continue
         old = prev_files.get(key)
         if old and old["path"] == t.out_rel() and (out / t.out_rel()).exists():
             t.info = {k: old[k] for k in ("duration_s", "orig_sample_rate", "channels", "peak",
                                           "rescaled", "gain", "dc_offset",
                                           "infrasonic_fraction") if k in old}
+            if "infrasonic_fraction" not in t.info:
+                unmeasured.append(t)
             continue
         if old and (out / old["path"]).exists():
             (out / old["path"]).unlink()  # the track moved to another split
         todo.append(t)
-    log(f"{len(kept) - len(todo) - len(dropped)} tracks already written, {len(todo)} to decode "
+    log(f"{len(kept) - len(todo)} tracks already written, {len(todo)} to decode "
         f"with {jobs} processes")
     errors = 0
     with ProcessPoolExecutor(max_workers=jobs) as pool:
+        # Files written by an older version of this script: measure them from the FLAC.
+        measures = {pool.submit(measure_flac, str(out / t.out_rel())): t for t in unmeasured}
+        for fut in as_completed(measures):
+            t = measures[fut]
+            dc_offset, infra = fut.result()
+            t.info.update(dc_offset=round(dc_offset / t.info["gain"], 4),
+                          infrasonic_fraction=round(infra, 4))
         futures = {pool.submit(convert_job, str(i), t.sources, str(out / t.out_rel())): t
                    for i, t in enumerate(todo)}
         for n, fut in enumerate(as_completed(futures), 1):
             t = futures[fut]
             _, info = fut.result()
             prefix = f"  [{n}/{len(todo)}] {t.out_rel()}"
-            if "error" in info or "drop" in info:
-                entry = {"package": t.package, "source": t.source_name}
-                if "error" in info:
-                    errors += 1
-                    log(f"{prefix} FAILED: {info['error']}")
-                    entry["reason"] = f"decode failed: {info['error']}"
-                else:
-                    log(f"{prefix} dropped: {info['drop']}")
-                    entry.update(reason=info["drop"], stage="decode", info=t.info)
-                dropped.append(entry)
+            if "error" in info:
+                errors += 1
+                log(f"{prefix} FAILED: {info['error']}")
+                dropped.append({"package": t.package, "source": t.source_name,
+                                "reason": f"decode failed: {info['error']}"})
                 t.split = ""
                 continue
             t.info = info
@@ -798,7 +801,7 @@ def main(argv: list[str] | None = None) -> int:
     kept, dropped = probe_tracks(tracks, prev_files, prev_dropped, jobs)
     log(f"{len(kept)} tracks kept, {len(dropped)} dropped")
     assign_splits(kept)
-    files, decode_dropped, errors = decode_tracks(kept, out, prev_files, prev_dropped, jobs)
+    files, decode_dropped, errors = decode_tracks(kept, out, prev_files, jobs)
     dropped += decode_dropped
 
     # Keep the records of packages built earlier and not (re)built in this run.

@@ -353,6 +353,9 @@ def train(
         "runs/default"
     ),
     resume: Annotated[bool, typer.Option(help="Continue the run's checkpoint.")] = False,
+    init: Annotated[
+        Path | None, typer.Option(help="Start a new run from these model weights.")
+    ] = None,
     steps: Annotated[int | None, typer.Option(min=1, help="Steps to do now.")] = None,
     total_steps: Annotated[int, typer.Option(min=1, help="Schedule length.")] = 100_000,
     preset_name: Annotated[str, typer.Option("--preset", help="small, paper or tiny.")] = "small",
@@ -404,7 +407,7 @@ def train(
             )
 
     trainer = run_training(
-        data, run, settings, steps, resolve_device(device), resume, show, validator
+        data, run, settings, steps, resolve_device(device), resume, show, validator, init
     )
     console.print(f"m2l: checkpoint at step {trainer.step} in {run}", highlight=False)
 

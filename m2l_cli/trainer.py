@@ -24,6 +24,7 @@ from .consistency_training import NoiseSchedule, consistency_loss
 from .dataset import CropDataset, crop_loader, find_tracks
 from .errors import M2LError
 from .model import Music2Latent2
+from .weights import read_weights
 
 CHECKPOINT_NAME = "checkpoint.safetensors"
 
@@ -168,9 +169,11 @@ def train(
     resume: bool = False,
     on_log: Callable[[dict], None] | None = None,
     validate: Callable[[Trainer], dict] | None = None,
+    initial_weights: Path | None = None,
 ) -> Trainer:
     """Trains until `steps` more steps (or total_steps) are done, or Ctrl-C; always
-    leaves a checkpoint of the last finished step in `run`."""
+    leaves a checkpoint of the last finished step in `run`. A new run can start from
+    the weights of a model file (`initial_weights`; its config replaces the preset)."""
     device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
     run.mkdir(parents=True, exist_ok=True)
     checkpoint_path = run / CHECKPOINT_NAME
@@ -180,7 +183,7 @@ def train(
         if checkpoint_path.exists():
             raise M2LError(f"{run}: holds a checkpoint already; use --resume or another folder")
         settings = settings or TrainConfig()
-        trainer = Trainer(settings, preset(settings.preset), device)
+        trainer = new_trainer(settings, device, initial_weights)
     settings = trainer.settings
     last_step = min(trainer.step + steps, settings.total_steps) if steps else settings.total_steps
     tracks = find_tracks(
@@ -211,6 +214,19 @@ def train(
         pass
     finally:
         trainer.save(checkpoint_path)
+    return trainer
+
+
+def new_trainer(
+    settings: TrainConfig, device: torch.device, initial_weights: Path | None
+) -> Trainer:
+    """A trainer at step 0: fresh weights, or those of a model file (model and EMA)."""
+    if initial_weights is None:
+        return Trainer(settings, preset(settings.preset), device)
+    model, _, _ = read_weights(initial_weights)
+    trainer = Trainer(settings, model.config, device)
+    trainer.model.load_state_dict(model.state_dict())
+    trainer.ema.load_state_dict(model.state_dict())
     return trainer
 
 

@@ -127,3 +127,30 @@ def test_export_writes_float16_ema_weights_that_load_as_a_codec(
     ema = trainer.ema.state_dict()
     for name, value in codec.model.state_dict().items():
         assert torch.equal(value, ema[name].half().float()), name
+
+
+def test_a_new_run_can_start_from_exported_weights(music: Path, tmp_path: Path) -> None:
+    train(music, tmp_path / "first", settings(), steps=1, device=torch.device("cpu"))
+    export_checkpoint(tmp_path / "first" / "checkpoint.safetensors", tmp_path / "m.safetensors")
+    exported = Codec.load(tmp_path / "m.safetensors", precision="fp32").model.state_dict()
+    second = train(
+        music,
+        tmp_path / "second",
+        settings(),
+        steps=1,
+        device=torch.device("cpu"),
+        initial_weights=tmp_path / "m.safetensors",
+    )
+    assert second.step == 1
+    changed = [
+        not torch.equal(value, exported[name]) for name, value in second.model.state_dict().items()
+    ]
+    assert any(changed)  # it trained on from there
+    distance = sum(
+        (value - exported[name]).abs().sum() for name, value in second.model.state_dict().items()
+    )
+    fresh = train(music, tmp_path / "third", settings(), steps=1, device=torch.device("cpu"))
+    distance_fresh = sum(
+        (value - exported[name]).abs().sum() for name, value in fresh.model.state_dict().items()
+    )
+    assert distance < distance_fresh

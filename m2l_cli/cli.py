@@ -3,21 +3,25 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
+import soundfile
+import torch
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from ._version import __version__
-from .codec import DEFAULT_BATCH_SIZE, Codec
-from .container import Latents
+from .codec import DEFAULT_BATCH_SIZE, Codec, resolve_device
+from .container import Latents, read_header
 from .errors import M2LError, ModelError
+from .evaluation import TABLE_COLUMNS, Report, compare_folders, evaluate_codec
 from .files import (
     AUDIO_SUFFIXES,
     CONTAINER_SUFFIX,
@@ -28,6 +32,8 @@ from .files import (
     default_output,
     encode_files,
 )
+from .trainer import TrainConfig, export_checkpoint, make_validator
+from .trainer import train as run_training
 from .weights import default_model_path
 
 app = typer.Typer(
@@ -122,13 +128,11 @@ def report(results: list[FileResult]) -> int:
     return 1 if failed else 0
 
 
-def audio_seconds(path: str) -> float | None:
-    """Duration from the file header, for the progress bar; None when unknown."""
+def audio_info(path: str) -> soundfile._SoundFileInfo | None:
+    """The file header (duration, channels) for the progress bar; None when unreadable."""
     try:
-        import soundfile
-
-        return soundfile.info(path).duration
-    except Exception:
+        return soundfile.info(path)
+    except (soundfile.LibsndfileError, RuntimeError, OSError):
         return None
 
 
@@ -150,25 +154,15 @@ def encode(
     metadata = parse_metadata(meta)
     check_output(target, force)
     codec = load_codec(model, device, precision, threads, quiet)
-    seconds = None if source == STDIO else audio_seconds(source)
-    total = seconds * codec.config.sample_rate / codec.config.chunk_samples if seconds else None
+    info = None if source == STDIO else audio_info(source)
+    # The encoder reports chunk-channels done; the bar counts chunk-channels too.
+    total = None
+    if info is not None:
+        chunks = math.ceil(info.duration * codec.config.sample_rate / codec.config.chunk_samples)
+        total = chunks * info.channels
     with progress_bar("encoding", total, quiet) as advance:
-        per_channel = _per_channel_progress(advance, source)
-        results = list(encode_files(codec, [(source, target)], metadata, batch_size, per_channel))
+        results = list(encode_files(codec, [(source, target)], metadata, batch_size, advance))
     raise typer.Exit(report(results))
-
-
-def _per_channel_progress(advance, source: str):
-    """Encode progress counts chunk-channels; the bar counts chunks."""
-    if advance is None:
-        return None
-    try:
-        import soundfile
-
-        channels = soundfile.info(source).channels
-    except Exception:
-        channels = 1
-    return lambda items: advance(items / channels)
 
 
 @app.command()
@@ -217,8 +211,6 @@ def _decode_steps(source: str) -> int | None:
     if source == STDIO:
         return None
     try:
-        from .container import read_header
-
         header, _ = read_header(source)
         return header["channels"] * (header["chunks"] + 1)
     except M2LError:
@@ -376,12 +368,8 @@ def train(
     quiet: QuietOption = False,
 ) -> None:
     """Train a model by consistency training (resumable; Ctrl-C saves and exits)."""
-    from .codec import resolve_device
-    from .trainer import TrainConfig, make_validator
-    from .trainer import train as run_training
-
     if threads:
-        torch_threads(threads)
+        torch.set_num_threads(threads)
     settings = TrainConfig(
         preset=preset_name,
         batch_size=batch_size,
@@ -412,12 +400,6 @@ def train(
     console.print(f"m2l: checkpoint at step {trainer.step} in {run}", highlight=False)
 
 
-def torch_threads(count: int) -> None:
-    import torch
-
-    torch.set_num_threads(count)
-
-
 @app.command()
 def export(
     checkpoint: Annotated[Path, typer.Argument(help="Training checkpoint (.safetensors).")],
@@ -426,8 +408,6 @@ def export(
     force: ForceOption = False,
 ) -> None:
     """Export a checkpoint's EMA weights as a float16 model file for --model."""
-    from .trainer import export_checkpoint
-
     check_output(str(output), force)
     model_id = export_checkpoint(checkpoint, output, name)
     console.print(f"m2l: wrote {output} (model {model_id})", highlight=False)
@@ -456,8 +436,6 @@ def evaluate(
 ) -> None:
     """Objective metrics (SI-SDR, log-mel, multi-resolution STFT, ViSQOL), with the
     equal-budget naive 689 Hz codec as the reference row."""
-    from .evaluation import compare_folders, evaluate_codec
-
     if len(paths) not in (1, 2):
         raise typer.BadParameter("give REF_DIR TEST_DIR, or one folder with --model")
     if len(paths) == 2:
@@ -471,10 +449,8 @@ def evaluate(
     raise typer.Exit(1 if report.errors else 0)
 
 
-def print_report(report) -> None:
+def print_report(report: Report) -> None:
     """Per-file tables for every system, then the means side by side (on stderr)."""
-    from .evaluation import TABLE_COLUMNS
-
     for system in report.systems:
         table = Table(title=system)
         for column in TABLE_COLUMNS:

@@ -174,3 +174,17 @@ def test_batch_mirrors_the_tree_and_goes_on_after_a_bad_file(
     assert decoded.returncode == 0, decoded.stderr
     assert soundfile.info(workdir / "latents/album/disc1/song.flac").channels == 2
     assert soundfile.info(workdir / "latents/voice.flac").samplerate == 48000
+
+
+def test_eval_compares_two_folders_and_writes_json(workdir: Path) -> None:
+    (workdir / "ref").mkdir()
+    (workdir / "test").mkdir()
+    audio, rate = soundfile.read(workdir / "song.wav")
+    soundfile.write(workdir / "ref" / "song.flac", audio, rate)
+    soundfile.write(workdir / "test" / "song.wav", audio * 0.5, rate)
+    result = m2l("eval", "ref", "test", "--no-visqol", "--json", "r.json", cwd=workdir, model=None)
+    assert result.returncode == 0, result.stderr
+    report = json.loads((workdir / "r.json").read_text())
+    (row,) = report["systems"]["test"]["files"]
+    assert row["si_sdr"] > 60  # a scaled copy is perfect for a scale-invariant measure
+    assert row["log_mel"] > 0.1  # but not for a level-sensitive one

@@ -187,4 +187,4 @@ def test_eval_compares_two_folders_and_writes_json(workdir: Path) -> None:
     report = json.loads((workdir / "r.json").read_text())
     (row,) = report["systems"]["test"]["files"]
     assert row["si_sdr"] > 60  # a scaled copy is perfect for a scale-invariant measure
-    assert row["log_mel"] > 0.1  # but not for a level-sensitive one
+    assert row["log_mel"] > 0.05  # but not for a level-sensitive one

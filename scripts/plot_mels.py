@@ -46,7 +46,7 @@ def main() -> None:
         axis.set_ylabel("mel band")
     axes[-1].set_xlabel("seconds")
     figure.tight_layout()
-    figure.savefig(args.output, dpi=80)
+    figure.savefig(args.output, dpi=60)
     print(f"wrote {args.output}")
 
 

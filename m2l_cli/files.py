@@ -105,10 +105,6 @@ class FileResult:
     error: str | None = None
 
 
-def open_source(source: str) -> AudioSource:
-    return AudioSource(source)
-
-
 def encode_files(
     codec: Codec,
     pairs: list[tuple[str, str]],
@@ -118,7 +114,7 @@ def encode_files(
 ) -> Iterator[FileResult]:
     """Encodes (input, output) pairs, batching chunks across files; one result per pair."""
     targets = dict(pairs)
-    jobs = (EncodeJob(lambda s=s: open_source(s), s, dict(metadata or {})) for s, _ in pairs)
+    jobs = (EncodeJob(lambda s=s: AudioSource(s), s, dict(metadata or {})) for s, _ in pairs)
     for job, result in codec.encode_jobs(jobs, batch_size, progress):
         target = targets[job.name]
         if isinstance(result, M2LError):

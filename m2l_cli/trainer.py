@@ -19,10 +19,12 @@ import soundfile
 import torch
 
 from .checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from .codec import Codec, cpu_has_fast_bf16
 from .config import ModelConfig, preset
 from .consistency_training import NoiseSchedule, consistency_loss
 from .dataset import CropDataset, crop_loader, find_tracks
 from .errors import M2LError
+from .evaluation import CODEC_SYSTEM, audio_files, evaluate_codec
 from .model import Music2Latent2
 from .weights import read_weights
 
@@ -123,8 +125,6 @@ class Trainer:
         )
 
     def autocast(self) -> torch.autocast:
-        from .codec import cpu_has_fast_bf16
-
         wanted = self.settings.precision
         enabled = wanted == "bf16" or (
             wanted == "auto" and (self.device.type == "cuda" or cpu_has_fast_bf16())
@@ -248,8 +248,6 @@ class TrainingLog:
 
 def export_checkpoint(checkpoint: Path, output: Path, name: str | None = None) -> str:
     """Writes the checkpoint's EMA weights as a float16 weights file; returns its model id."""
-    from .codec import Codec
-
     state = load_checkpoint(checkpoint)
     config = ModelConfig.from_json(state.metadata["model_config"])
     model = Music2Latent2(config)
@@ -263,9 +261,6 @@ def make_validator(
 ) -> Callable[[Trainer], dict]:
     """A validation pass: the EMA model codes `count` fixed clips of `folder` (the first
     files in name order, `seconds` long from `offset`); returns mean metrics."""
-    from .codec import Codec
-    from .evaluation import CODEC_SYSTEM, audio_files, evaluate_codec
-
     clips = [path for _, path in sorted(audio_files(folder).items())][:count]
     if not clips:
         raise M2LError(f"{folder}: no audio files to validate on")

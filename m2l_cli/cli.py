@@ -354,7 +354,7 @@ def train(
     batch_size: Annotated[int, typer.Option(min=1)] = 16,
     learning_rate: Annotated[float, typer.Option("--lr")] = 1e-4,
     ema_decay: Annotated[float, typer.Option(min=0.0, max=1.0)] = 0.999,
-    workers: Annotated[int, typer.Option(min=0, help="Data worker processes.")] = 2,
+    workers: Annotated[int | None, typer.Option(min=0, help="Data worker processes.")] = None,
     seed: SeedOption = 0,
     device: DeviceOption = "auto",
     precision: Annotated[str, typer.Option(help="auto, bf16 or fp32.")] = "auto",
@@ -362,12 +362,15 @@ def train(
     validation: Annotated[
         Path | None, typer.Option(help="Folder of clips reconstructed at each validation.")
     ] = None,
-    validate_every: Annotated[int, typer.Option(min=1)] = 500,
-    checkpoint_every: Annotated[int, typer.Option(min=1)] = 100,
-    log_every: Annotated[int, typer.Option(min=1)] = 10,
+    validate_every: Annotated[int | None, typer.Option(min=1, help="Default 500.")] = None,
+    checkpoint_every: Annotated[int | None, typer.Option(min=1, help="Default 100.")] = None,
+    log_every: Annotated[int | None, typer.Option(min=1, help="Default 10.")] = None,
     quiet: QuietOption = False,
 ) -> None:
-    """Train a model by consistency training (resumable; Ctrl-C saves and exits)."""
+    """Train a model by consistency training (resumable; Ctrl-C saves and exits).
+
+    A resumed run keeps the settings it started with; only the worker count and how
+    often it logs, validates and saves can be changed."""
     if threads:
         torch.set_num_threads(threads)
     settings = TrainConfig(
@@ -377,12 +380,11 @@ def train(
         learning_rate=learning_rate,
         ema_decay=ema_decay,
         seed=seed,
-        workers=workers,
         precision=precision,
-        log_every=log_every,
-        validate_every=validate_every,
-        checkpoint_every=checkpoint_every,
     )
+    given = dict(workers=workers, log_every=log_every, validate_every=validate_every,
+                 checkpoint_every=checkpoint_every)
+    routine = {name: value for name, value in given.items() if value is not None}
     validator = make_validator(validation) if validation else None
 
     def show(row: dict) -> None:
@@ -395,7 +397,7 @@ def train(
             )
 
     trainer = run_training(
-        data, run, settings, steps, resolve_device(device), resume, show, validator, init
+        data, run, settings, steps, resolve_device(device), resume, show, validator, init, routine
     )
     console.print(f"m2l: checkpoint at step {trainer.step} in {run}", highlight=False)
 

@@ -12,7 +12,7 @@ import json
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 import soundfile
@@ -54,6 +54,17 @@ class TrainConfig:
     log_every: int = 10
     validate_every: int = 500
     checkpoint_every: int = 100
+
+    # Settings that say how often things happen, not what is learned: they may change
+    # when a run is resumed (on another machine, say) without changing its weights.
+    ROUTINE = ("workers", "log_every", "validate_every", "checkpoint_every")
+
+    def with_routine(self, changes: dict[str, int] | None) -> TrainConfig:
+        """These settings with some routine settings replaced."""
+        unknown = set(changes or {}) - set(self.ROUTINE)
+        if unknown:
+            raise ValueError(f"not routine settings: {', '.join(sorted(unknown))}")
+        return replace(self, **(changes or {}))
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
@@ -170,10 +181,12 @@ def train(
     on_log: Callable[[dict], None] | None = None,
     validate: Callable[[Trainer], dict] | None = None,
     initial_weights: Path | None = None,
+    routine: dict[str, int] | None = None,
 ) -> Trainer:
     """Trains until `steps` more steps (or total_steps) are done, or Ctrl-C; always
     leaves a checkpoint of the last finished step in `run`. A new run can start from
-    the weights of a model file (`initial_weights`; its config replaces the preset)."""
+    the weights of a model file (`initial_weights`; its config replaces the preset).
+    `routine` replaces routine settings (`TrainConfig.ROUTINE`), of a resumed run too."""
     device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
     run.mkdir(parents=True, exist_ok=True)
     checkpoint_path = run / CHECKPOINT_NAME
@@ -184,7 +197,7 @@ def train(
             raise M2LError(f"{run}: holds a checkpoint already; use --resume or another folder")
         settings = settings or TrainConfig()
         trainer = new_trainer(settings, device, initial_weights)
-    settings = trainer.settings
+    trainer.settings = settings = trainer.settings.with_routine(routine)
     last_step = min(trainer.step + steps, settings.total_steps) if steps else settings.total_steps
     tracks = find_tracks(
         data, 2 * trainer.config.chunk_samples + trainer.config.n_fft, trainer.config.sample_rate

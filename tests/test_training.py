@@ -98,14 +98,22 @@ def test_resuming_continues_bit_for_bit(music: Path, tmp_path: Path) -> None:
     cpu = torch.device("cpu")
     straight = train(music, tmp_path / "straight", settings(), steps=4, device=cpu)
     train(music, tmp_path / "split", settings(), steps=2, device=cpu)
-    resumed = train(music, tmp_path / "split", steps=2, device=cpu, resume=True)
+    resumed = train(
+        music, tmp_path / "split", steps=2, device=cpu, resume=True, routine={"log_every": 2}
+    )
     assert resumed.step == straight.step == 4
     for name, value in straight.model.state_dict().items():
         assert torch.equal(value, resumed.model.state_dict()[name]), name
     for name, value in straight.ema.state_dict().items():
         assert torch.equal(value, resumed.ema.state_dict()[name]), name
     log = (tmp_path / "split" / "train.csv").read_text().splitlines()
-    assert log[0].startswith("loss,lr,dt,grad_norm,step") and len(log) == 5
+    assert log[0].startswith("loss,lr,dt,grad_norm,step") and len(log) == 4  # 1, 2, then 4
+
+
+def test_only_routine_settings_change_on_resume() -> None:
+    assert settings().with_routine({"validate_every": 7}).validate_every == 7
+    with pytest.raises(ValueError, match="batch_size"):
+        settings().with_routine({"batch_size": 2})
 
 
 def test_a_new_run_refuses_a_folder_with_a_checkpoint(music: Path, tmp_path: Path) -> None:

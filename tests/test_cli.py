@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -188,3 +190,21 @@ def test_eval_compares_two_folders_and_writes_json(workdir: Path) -> None:
     (row,) = report["systems"]["test"]["files"]
     assert row["si_sdr"] > 60  # a scaled copy is perfect for a scale-invariant measure
     assert row["log_mel"] > 0.05  # but not for a level-sensitive one
+
+
+def test_ctrl_c_exits_130_and_leaves_no_partial_file(workdir: Path, model_file: Path) -> None:
+    noise = np.random.default_rng(0).uniform(-0.3, 0.3, (44100 * 120, 2))
+    soundfile.write(workdir / "long.wav", noise, 44100)
+    assert m2l("encode", "long.wav", cwd=workdir, model=model_file).returncode == 0
+    environment = {**os.environ, "M2L_MODEL": str(model_file)}
+    command = [M2L, "decode", "long.m2l", "-o", "long.flac", "--threads", "1"]
+    process = subprocess.Popen(command, cwd=workdir, env=environment, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 60
+    while not list(workdir.glob(".m2l-*.part")) and time.monotonic() < deadline:
+        time.sleep(0.005)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130, stderr.decode()
+    assert "Traceback" not in stderr.decode()
+    assert not (workdir / "long.flac").exists()
+    assert not list(workdir.glob(".m2l-*"))

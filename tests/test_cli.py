@@ -14,7 +14,9 @@ import numpy as np
 import pytest
 import soundfile
 
+import m2l_cli
 from m2l_cli import Codec
+from m2l_cli.evaluation import log_mel_distance, naive_codec
 
 M2L = str(Path(sys.executable).parent / "m2l")
 
@@ -145,10 +147,22 @@ def test_existing_outputs_need_force(workdir: Path, model_file: Path) -> None:
     assert (workdir / "song.m2l").read_bytes()[:3] == b"M2L"
 
 
-def test_without_a_model_it_says_so(workdir: Path) -> None:
-    result = m2l("encode", "song.wav", cwd=workdir, model=None)
-    assert_one_line_error(result, "no model", "--model")
+def test_a_missing_model_file_gives_one_line(workdir: Path) -> None:
+    result = m2l("encode", "song.wav", cwd=workdir, model=workdir / "nowhere.safetensors")
+    assert_one_line_error(result, "nowhere.safetensors")
     assert not (workdir / "song.m2l").exists()
+
+
+def test_the_bundled_model_codes_the_example_better_than_the_naive_codec(tmp_path: Path) -> None:
+    example = Path(m2l_cli.__file__).parent / "examples" / "example.flac"
+    assert m2l("encode", str(example), "-o", "ex.m2l", cwd=tmp_path, model=None).returncode == 0
+    decoded = m2l("decode", "ex.m2l", "-o", "ex.wav", cwd=tmp_path, model=None)
+    assert decoded.returncode == 0, decoded.stderr
+    original, rate = soundfile.read(example, dtype="float32", always_2d=True)
+    back, _ = soundfile.read(tmp_path / "ex.wav", dtype="float32", always_2d=True)
+    assert back.shape == original.shape
+    naive = naive_codec(original.T, rate)
+    assert log_mel_distance(original.T, back.T, rate) < log_mel_distance(original.T, naive, rate)
 
 
 def test_usage_errors_exit_2(workdir: Path, model_file: Path) -> None:

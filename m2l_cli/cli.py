@@ -86,7 +86,7 @@ def load_codec(
     path = model or default_model_path()
     if path is None:
         raise ModelError(
-            "no model: this version ships no default model; pass --model PATH or set M2L_MODEL"
+            "no model: none given and no bundled default found; pass --model PATH or set M2L_MODEL"
         )
     codec = Codec.load(path, device=device, precision=precision, threads=threads)
     if not codec.trained and not quiet:

@@ -61,10 +61,11 @@ class TrainConfig:
 
     def with_routine(self, changes: dict[str, int] | None) -> TrainConfig:
         """These settings with some routine settings replaced."""
-        unknown = set(changes or {}) - set(self.ROUTINE)
+        changes = changes or {}
+        unknown = set(changes) - set(self.ROUTINE)
         if unknown:
             raise ValueError(f"not routine settings: {', '.join(sorted(unknown))}")
-        return replace(self, **(changes or {}))
+        return replace(self, **changes)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)

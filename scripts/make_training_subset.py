@@ -24,19 +24,20 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
+from m2l_cli.dataset import Track, find_tracks
+from m2l_cli.errors import M2LError
+
 SAMPLE_RATE = 44100
-SUFFIXES = (".flac", ".wav", ".ogg")
 
 
-def piece_plan(tracks: list[Path], piece_seconds: float, seed: int) -> list[tuple[Path, int]]:
+def piece_plan(tracks: list[Track], piece_seconds: float, seed: int) -> list[tuple[Track, int]]:
     """(track, start sample) of every piece, in writing order: round r holds the r-th
     piece of every track that has one, tracks and pieces both shuffled by `seed`."""
     rng = np.random.default_rng(seed)
     piece = int(piece_seconds * SAMPLE_RATE)
     starts = {}
     for track in tracks:
-        count = sf.info(str(track)).frames // piece
-        starts[track] = [int(k) * piece for k in rng.permutation(count)]
+        starts[track] = [int(k) * piece for k in rng.permutation(track.frames // piece)]
     order = [tracks[i] for i in rng.permutation(len(tracks))]
     rounds = max((len(pieces) for pieces in starts.values()), default=0)
     return [
@@ -48,18 +49,18 @@ def piece_plan(tracks: list[Path], piece_seconds: float, seed: int) -> list[tupl
 
 
 def write_subset(args: argparse.Namespace) -> int:
-    tracks = sorted(p for p in args.train.rglob("*") if p.suffix.lower() in SUFFIXES)
-    tracks = [t for t in tracks if sf.info(str(t)).samplerate == SAMPLE_RATE]
-    if not tracks:
-        print(f"error: no {SAMPLE_RATE} Hz audio under {args.train}", file=sys.stderr)
+    piece = int(args.piece_seconds * SAMPLE_RATE)
+    try:
+        tracks = find_tracks(args.train, piece, SAMPLE_RATE)
+    except M2LError as error:
+        print(f"error: {error}", file=sys.stderr)
         return 1
     budget = args.budget_mib * 2**20
-    piece = int(args.piece_seconds * SAMPLE_RATE)
     total_bytes, rows = 0, []
     for track, start in piece_plan(tracks, args.piece_seconds, args.seed):
-        relative = track.relative_to(args.train)
+        relative = Path(track.path).relative_to(args.train)
         target = args.out / relative.parent / f"{relative.stem}-{start // SAMPLE_RATE:05d}.ogg"
-        audio, _ = sf.read(str(track), frames=piece, start=start, always_2d=True)
+        audio, _ = sf.read(track.path, frames=piece, start=start, always_2d=True)
         target.parent.mkdir(parents=True, exist_ok=True)
         sf.write(str(target), audio.mean(axis=1), SAMPLE_RATE, format="OGG", subtype="VORBIS",
                  compression_level=1.0 - args.quality)

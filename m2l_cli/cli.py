@@ -32,8 +32,8 @@ from .files import (
     default_output,
     encode_files,
 )
-from .trainer import TrainConfig, export_checkpoint, make_validator
-from .trainer import train as run_training
+from .training import TrainingPlan, export_checkpoint, make_validator
+from .training import train as run_training
 from .weights import default_model_path
 
 app = typer.Typer(
@@ -349,15 +349,43 @@ def train(
         Path | None, typer.Option(help="Start a new run from these model weights.")
     ] = None,
     steps: Annotated[int | None, typer.Option(min=1, help="Steps to do now.")] = None,
-    total_steps: Annotated[int, typer.Option(min=1, help="Schedule length.")] = 100_000,
-    preset_name: Annotated[str, typer.Option("--preset", help="small, paper or tiny.")] = "small",
-    batch_size: Annotated[int, typer.Option(min=1)] = 16,
-    learning_rate: Annotated[float, typer.Option("--lr")] = 1e-4,
-    ema_decay: Annotated[float, typer.Option(min=0.0, max=1.0)] = 0.999,
+    total_steps: Annotated[
+        int | None, typer.Option(min=1, help="Schedule length (learning rate, curriculum).")
+    ] = None,
+    preset_name: Annotated[
+        str | None, typer.Option("--preset", help="small, paper or tiny.")
+    ] = None,
+    batch_size: Annotated[int | None, typer.Option(min=1, help="Crops per step.")] = None,
+    learning_rate: Annotated[float | None, typer.Option("--lr", help="Peak rate.")] = None,
+    ema_decay: Annotated[float | None, typer.Option(min=0.0, max=0.9999999)] = None,
+    ema_warmup: Annotated[
+        bool | None, typer.Option("--ema-warmup/--no-ema-warmup", help="Warm the EMA up.")
+    ] = None,
+    sigma_sampling: Annotated[
+        str | None, typer.Option(help="time-weighted or lognormal.")
+    ] = None,
+    curriculum: Annotated[str | None, typer.Option(help="staged or exponential.")] = None,
+    curriculum_stages: Annotated[int | None, typer.Option(min=1)] = None,
+    consistency_precision: Annotated[
+        str | None, typer.Option(help="fp32, bf16 or inherit (as --precision).")
+    ] = None,
+    zero_init_head: Annotated[
+        bool | None, typer.Option("--zero-init-head/--no-zero-init-head")
+    ] = None,
+    frequency_scaling: Annotated[
+        bool | None,
+        typer.Option("--frequency-scaling/--no-frequency-scaling", help="New runs: model switch."),
+    ] = None,
+    summary_index: Annotated[
+        bool | None,
+        typer.Option("--summary-index/--no-summary-index", help="New runs: model switch."),
+    ] = None,
     workers: Annotated[int | None, typer.Option(min=0, help="Data worker processes.")] = None,
-    seed: SeedOption = 0,
+    seed: Annotated[int | None, typer.Option(help="Seed of weights, crops and noise.")] = None,
     device: DeviceOption = "auto",
-    precision: Annotated[str, typer.Option(help="auto, bf16 or fp32.")] = "auto",
+    precision: Annotated[
+        str | None, typer.Option(help="auto, bf16 or fp32 (encoder and decoder).")
+    ] = None,
     threads: ThreadsOption = None,
     validation: Annotated[
         Path | None, typer.Option(help="Folder of clips reconstructed at each validation.")
@@ -369,35 +397,39 @@ def train(
 ) -> None:
     """Train a model by consistency training (resumable; Ctrl-C saves and exits).
 
-    A resumed run keeps the settings it started with; only the worker count and how
-    often it logs, validates and saves can be changed."""
+    Unset options take the defaults of docs/TRAINING.md. A resumed run keeps the
+    settings it started with; only the worker count and how often it logs, validates
+    and saves can be changed."""
     if threads:
         torch.set_num_threads(threads)
-    settings = TrainConfig(
-        preset=preset_name,
-        batch_size=batch_size,
-        total_steps=total_steps,
-        learning_rate=learning_rate,
-        ema_decay=ema_decay,
-        seed=seed,
-        precision=precision,
+    given = dict(
+        preset=preset_name, batch_size=batch_size, total_steps=total_steps,
+        learning_rate=learning_rate, ema_decay=ema_decay, ema_warmup=ema_warmup,
+        sigma_sampling=sigma_sampling, curriculum=curriculum,
+        curriculum_stages=curriculum_stages, consistency_precision=consistency_precision,
+        zero_init_head=zero_init_head, seed=seed, precision=precision, workers=workers,
+        log_every=log_every, validate_every=validate_every, checkpoint_every=checkpoint_every,
     )
-    given = dict(workers=workers, log_every=log_every, validate_every=validate_every,
-                 checkpoint_every=checkpoint_every)
-    routine = {name: value for name, value in given.items() if value is not None}
+    switches = dict(frequency_scaling=frequency_scaling, summary_index_embedding=summary_index)
+    try:
+        plan = TrainingPlan.from_options(given, switches, resume=resume, init=init)
+    except ValueError as error:
+        raise typer.BadParameter(str(error)) from None
     validator = make_validator(validation) if validation else None
 
     def show(row: dict) -> None:
         if not quiet:
             console.print(
                 f"step {row['step']}  loss {row['loss']:.4g}  lr {row['lr']:.3g}  "
-                f"dt {row['dt']:.4g}  grad {row['grad_norm']:.3g}  "
+                f"gap {row['gap']:.4g}  grad {row['grad_norm']:.3g}  "
                 f"{row['samples_per_s']:.2f} samples/s",
                 highlight=False,
             )
 
     trainer = run_training(
-        data, run, settings, steps, resolve_device(device), resume, show, validator, init, routine
+        data, run, settings=plan.settings, model_config=plan.model_config, steps=steps,
+        device=resolve_device(device), resume=resume, on_log=show, validate=validator,
+        initial_weights=init, routine=plan.routine,
     )
     console.print(f"m2l: checkpoint at step {trainer.step} in {run}", highlight=False)
 

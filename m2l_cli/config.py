@@ -14,12 +14,18 @@ per chunk (256 for the consistency model's two chunks).
 `paper`: stem (2, 1) -> 512x64, then 256x32, 128x16, 64x8, 32x8, 16x8: 128 tokens
 per chunk, with the paper's layers [3,3,3,4,5,1] and channels [64,128,256,256,256,256].
 The paper does not give its factors or token count; these are ours.
+
+Two switches change the signal path and are recorded in every weights file:
+`frequency_scaling` (Music2Latent's noise-dependent per-bin gains on the consistency
+model's input and output) and `summary_index_embedding` (a learned embedding per summary
+token in the decoder, so it can tell the K latents apart). Files written before they
+existed lack the keys and load with both off.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields
 
 
 @dataclass(frozen=True)
@@ -27,7 +33,7 @@ class ModelConfig:
     """Every number that fixes the model's shapes and its signal path."""
 
     name: str = "small"
-    # Audio and spectral transform (SPEC: hop 512, window 2048, 1024 bins).
+    # Audio and spectral transform (both papers: hop 512, window 2048, 1024 bins).
     sample_rate: int = 44100
     hop_length: int = 512
     frequency_bins: int = 1024
@@ -56,7 +62,9 @@ class ModelConfig:
     sigma_max: float = 80.0
     sigma_data: float = 0.5
     rho: float = 7.0
-    extra: dict = field(default_factory=dict)
+    # Signal-path switches (see the module docstring).
+    frequency_scaling: bool = True
+    summary_index_embedding: bool = True
 
     def __post_init__(self) -> None:
         if len(self.channels) != len(self.blocks):
@@ -110,12 +118,18 @@ class ModelConfig:
 
     @classmethod
     def from_json(cls, text: str) -> ModelConfig:
-        """Rebuild a config from `to_json`; unknown keys are an error, not ignored."""
+        """Rebuild a config from `to_json`; unknown keys are an error, not ignored.
+        Keys that older files lack take the value that reproduces those files' models."""
         data = json.loads(text)
+        if not isinstance(data, dict):
+            raise ValueError("the config is not a JSON object")
+        if data.get("extra", {}) == {}:  # an unused field of the first files
+            data.pop("extra", None)
         known = {item.name for item in fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
             raise ValueError(f"unknown config keys: {', '.join(unknown)}")
+        data = {**LEGACY_DEFAULTS, **data}
         for key in ("stem_stride", "channels", "blocks"):
             if key in data:
                 data[key] = tuple(data[key])
@@ -123,6 +137,9 @@ class ModelConfig:
             data["downsample"] = tuple(tuple(pair) for pair in data["downsample"])
         return cls(**data)
 
+
+# What a file written before a key existed meant by its absence.
+LEGACY_DEFAULTS = {"frequency_scaling": False, "summary_index_embedding": False}
 
 PRESETS: dict[str, ModelConfig] = {
     "small": ModelConfig(),

@@ -24,8 +24,8 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from m2l_cli.dataset import Track, find_tracks
 from m2l_cli.errors import M2LError
+from m2l_cli.training.data import Track, find_tracks
 
 SAMPLE_RATE = 44100
 

@@ -33,7 +33,8 @@ class NoiseEmbedding(nn.Module):
 
 
 class Modulation(nn.Module):
-    """AdaLN: maps the noise embedding to per-channel (shift, scale, ...) terms.
+    """Maps the noise embedding to per-channel (shift, scale, ...) terms: AdaLN in the
+    transformer blocks, AdaGN in the residual blocks.
 
     Starts at zero, so a fresh block is the plain, unconditioned block.
     """

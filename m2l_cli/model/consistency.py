@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from ..config import ModelConfig
-from .blocks import NoiseEmbedding, TransformerBlock, chunk_causal_mask
+from .blocks import NoiseEmbedding, TransformerBlock, chunk_causal_mask, sinusoidal_embedding
 from .patchify import DePatchifier, Patchifier
 
 
@@ -33,6 +33,32 @@ def sigma_from_time(t: torch.Tensor, config: ModelConfig) -> torch.Tensor:
     return (low + t * (high - low)) ** config.rho
 
 
+class FrequencyScaling(nn.Module):
+    """Music2Latent's adaptive frequency scaling: an MLP maps the noise level to one gain
+    per frequency bin for the network's input and another for its output.
+
+    At low noise the spectrogram's low bins are far louder than its high ones; at high
+    noise every bin is alike. The gains let the network see and emit every band at a
+    workable scale. They are exp(MLP), so they are positive, and start at exactly 1.
+    """
+
+    def __init__(self, frequency_bins: int, hidden: int) -> None:
+        super().__init__()
+        self.hidden = hidden
+        self.mlp = nn.Sequential(
+            nn.Linear(hidden, hidden), nn.SiLU(), nn.Linear(hidden, 2 * frequency_bins)
+        )
+        nn.init.zeros_(self.mlp[-1].weight)
+        nn.init.zeros_(self.mlp[-1].bias)
+
+    def forward(self, sigma: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """sigma [B, n] -> (input gains, output gains), each [B, n, 1, F, 1], float32."""
+        features = sinusoidal_embedding(torch.log(sigma.reshape(-1)) / 4.0, self.hidden)
+        gains = self.mlp(features.to(self.mlp[0].weight.dtype)).float().exp()
+        gains = gains.reshape(*sigma.shape, 2, 1, -1, 1)
+        return gains[:, :, 0], gains[:, :, 1]
+
+
 class ConsistencyModel(nn.Module):
     """Noisy chunks + noise levels + decoder features -> denoised chunks."""
 
@@ -49,6 +75,17 @@ class ConsistencyModel(nn.Module):
         )
         self.norm = nn.LayerNorm(config.dim)
         self.depatchifier = DePatchifier(config, condition_dim, output_head=True)
+        self.frequency_scaling = (
+            FrequencyScaling(config.frequency_bins, condition_dim)
+            if config.frequency_scaling
+            else None
+        )
+
+    def zero_output_head(self) -> None:
+        """Zeroes the last layer, so a fresh model's output is exactly c_skip * x."""
+        last = self.depatchifier.head[-1]
+        torch.nn.init.zeros_(last.weight)
+        torch.nn.init.zeros_(last.bias)
 
     def network(
         self, x: torch.Tensor, sigma: torch.Tensor, features: list[torch.Tensor]
@@ -75,5 +112,9 @@ class ConsistencyModel(nn.Module):
         c_skip, c_out, c_in = (
             scale[:, :, None, None, None] for scale in edm_scalings(sigma, self.config)
         )
-        raw = self.network(c_in * x, sigma, features)
-        return c_skip * x + c_out * raw.to(x.dtype)
+        if self.frequency_scaling is None:
+            raw = self.network(c_in * x, sigma, features).to(x.dtype)
+        else:
+            input_gain, output_gain = self.frequency_scaling(sigma)
+            raw = self.network(c_in * x * input_gain, sigma, features).to(x.dtype) * output_gain
+        return c_skip * x + c_out * raw

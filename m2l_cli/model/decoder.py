@@ -17,6 +17,11 @@ class Decoder(nn.Module):
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         self.from_latents = nn.Linear(config.latent_dim, config.dim)
+        self.summary_index = (
+            nn.Parameter(torch.randn(1, config.num_latents, config.dim) * 0.02)
+            if config.summary_index_embedding
+            else None
+        )
         self.mask_tokens = nn.Parameter(torch.randn(1, config.tokens_per_chunk, config.dim) * 0.02)
         self.blocks = nn.ModuleList(
             TransformerBlock(config.dim, config.heads, config.mlp_ratio)
@@ -28,6 +33,8 @@ class Decoder(nn.Module):
     def forward(self, latents: torch.Tensor) -> list[torch.Tensor]:
         """[N, K, latent_dim] -> one [N, C_level, F_level, T_level] map per level, fine first."""
         summary = self.from_latents(latents)
+        if self.summary_index is not None:  # which of the K summary tokens each one is
+            summary = summary + self.summary_index.to(summary.dtype)
         masks = self.mask_tokens.expand(latents.shape[0], -1, -1).to(summary.dtype)
         x = torch.cat([masks, summary], dim=1)
         for block in self.blocks:

@@ -86,8 +86,9 @@ class Patchifier(nn.Module):
 
 
 class DePatchifier(nn.Module):
-    """[N, tokens, dim] -> feature maps at every level, from coarse to fine, and
-    (with `output_head`) a [N, 2, F, T] spectrogram. `skips` are added level by level."""
+    """[N, tokens, dim] -> feature maps at every level (computed coarse to fine, returned
+    fine first) and, with `output_head`, a [N, 2, F, T] spectrogram. `skips` (fine first,
+    as the patchifier returns them) are added level by level."""
 
     def __init__(
         self,

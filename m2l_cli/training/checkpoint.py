@@ -1,5 +1,6 @@
 """Training checkpoints in one safetensors file: weights, EMA weights, optimizer state,
-random generator states, and (as metadata) the step and both configs.
+random generator states, and (as metadata) the step and both configs; and the export of
+a checkpoint's EMA weights as a model file.
 
 No pickle: every tensor is a named tensor, everything else is JSON in the metadata.
 Writes go to a temporary file renamed into place, so a crash never leaves half a file.
@@ -14,11 +15,16 @@ from pathlib import Path
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 
-from .errors import ModelError
+from ..config import ModelConfig
+from ..errors import ModelError
+from ..model import Music2Latent2
+from ..weights import serialize
+from .config import TrainConfig
 
 FORMAT_TAG = "m2l-checkpoint-1"
+CHECKPOINT_NAME = "checkpoint.safetensors"
 
 
 @dataclass
@@ -28,7 +34,8 @@ class Checkpoint:
     ema: dict[str, torch.Tensor]
     optimizer: dict
     generators: dict[str, torch.Tensor]
-    metadata: dict[str, str]
+    model_config: ModelConfig
+    train_config: TrainConfig
 
 
 def _optimizer_tensors(state: dict) -> tuple[dict[str, torch.Tensor], str]:
@@ -46,12 +53,20 @@ def save_checkpoint(path: str | Path, checkpoint: Checkpoint) -> None:
     optimizer_tensors, groups = _optimizer_tensors(checkpoint.optimizer)
     tensors.update({k: v.cpu().contiguous() for k, v in optimizer_tensors.items()})
     tensors.update({f"generator.{k}": v for k, v in checkpoint.generators.items()})
-    metadata = dict(
-        checkpoint.metadata, format=FORMAT_TAG, step=str(checkpoint.step), param_groups=groups
-    )
-    path = Path(path)
+    metadata = {
+        "format": FORMAT_TAG,
+        "step": str(checkpoint.step),
+        "param_groups": groups,
+        "model_config": checkpoint.model_config.to_json(),
+        "train_config": checkpoint.train_config.to_json(),
+    }
+    write_atomically(Path(path), save(tensors, metadata=metadata))
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    """Writes `data` to a temporary file beside `path`, then renames it into place."""
     temporary = path.with_name(f".{path.name}.part")
-    save_file(tensors, str(temporary), metadata=metadata)
+    temporary.write_bytes(data)
     os.replace(temporary, path)
 
 
@@ -76,7 +91,32 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
             optimizer_state.setdefault(int(index), {})[key] = tensor
         else:
             parts[kind][rest] = tensor
-    groups = json.loads(metadata.pop("param_groups"))
-    step = int(metadata.pop("step"))
+    try:
+        model_config = ModelConfig.from_json(metadata["model_config"])
+        train_config = TrainConfig.from_json(metadata["train_config"])
+        groups = json.loads(metadata["param_groups"])
+        step = int(metadata["step"])
+    except (KeyError, ValueError, TypeError) as error:
+        raise ModelError(f"{path}: bad checkpoint metadata ({error})") from None
     optimizer = {"state": optimizer_state, "param_groups": groups}
-    return Checkpoint(step, parts["model"], parts["ema"], optimizer, parts["generator"], metadata)
+    return Checkpoint(
+        step,
+        parts["model"],
+        parts["ema"],
+        optimizer,
+        parts["generator"],
+        model_config,
+        train_config,
+    )
+
+
+def export_checkpoint(checkpoint: Path, output: Path, name: str | None = None) -> str:
+    """Writes the checkpoint's EMA weights as a float16 weights file; returns its model id."""
+    state = load_checkpoint(checkpoint)
+    model = Music2Latent2(state.model_config)
+    model.load_state_dict(state.ema)
+    data, model_id = serialize(
+        model, name or f"{state.model_config.name}-step{state.step}", torch.float16
+    )
+    write_atomically(output, data)
+    return model_id

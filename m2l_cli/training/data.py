@@ -16,9 +16,9 @@ import soundfile
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from .config import ModelConfig
-from .errors import M2LError
-from .spectral import SpectralTransform
+from ..config import ModelConfig
+from ..errors import M2LError
+from ..spectral import SpectralTransform
 
 AUDIO_SUFFIXES = (".flac", ".wav", ".ogg", ".opus", ".mp3", ".aiff")
 

@@ -1,0 +1,43 @@
+"""Validation during training: the EMA model reconstructs a few fixed clips and the
+mean metrics go to validation.csv."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import soundfile
+
+from ..codec import Codec
+from ..errors import M2LError
+from ..evaluation import CODEC_SYSTEM, audio_files, evaluate_codec
+from .loop import Trainer
+
+VALIDATION_METRICS = ("si_sdr", "log_mel", "mr_stft", "visqol")
+
+
+def make_validator(
+    folder: Path, count: int = 4, seconds: float = 5.0, offset: float = 20.0
+) -> Callable[[Trainer], dict]:
+    """A validation pass: the EMA model codes `count` fixed clips of `folder` (the first
+    files in name order, `seconds` long from `offset`); returns mean metrics."""
+    clips = [path for _, path in sorted(audio_files(folder).items())][:count]
+    if not clips:
+        raise M2LError(f"{folder}: no audio files to validate on")
+    starts = [max(0.0, min(offset, soundfile.info(str(clip)).duration - seconds)) for clip in clips]
+
+    def validate(trainer: Trainer) -> dict:
+        codec = Codec(trainer.ema, "validation", device=str(trainer.device))
+        rows = []
+        for clip, start in zip(clips, starts, strict=True):
+            report = evaluate_codec(codec, clip, max_seconds=seconds, offset=start)
+            if report.errors:
+                raise M2LError(report.errors[0])
+            rows += report.systems[CODEC_SYSTEM]
+        return {
+            key: sum(row[key] for row in rows) / len(rows)
+            for key in VALIDATION_METRICS
+            if all(row.get(key) is not None for row in rows)
+        }
+
+    return validate

@@ -19,13 +19,14 @@ import soundfile
 import torch
 
 from .checkpoint import Checkpoint, load_checkpoint, save_checkpoint
-from .codec import Codec, cpu_has_fast_bf16
+from .codec import Codec
 from .config import ModelConfig, preset
 from .consistency_training import NoiseSchedule, consistency_loss
 from .dataset import CropDataset, crop_loader, find_tracks
 from .errors import M2LError
 from .evaluation import CODEC_SYSTEM, audio_files, evaluate_codec
 from .model import Music2Latent2
+from .runtime import cpu_has_fast_bf16
 from .weights import read_weights
 
 CHECKPOINT_NAME = "checkpoint.safetensors"

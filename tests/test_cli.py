@@ -167,6 +167,7 @@ def test_the_bundled_model_codes_the_example_better_than_the_naive_codec(tmp_pat
 
 def test_usage_errors_exit_2(workdir: Path, model_file: Path) -> None:
     assert m2l("encode", cwd=workdir, model=model_file).returncode == 2
+    assert m2l("batch", ".", "--format", "mp3", cwd=workdir, model=model_file).returncode == 2
     assert (
         m2l("decode", "x.m2l", "--sigma-cond", "-1", cwd=workdir, model=model_file).returncode == 2
     )

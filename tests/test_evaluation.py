@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 import soundfile
 
-from m2l_cli import M2LError
 from m2l_cli import evaluation as ev
-from m2l_cli.audio import resample
+from m2l_cli.errors import EvaluationError
+from m2l_cli.evaluation import metrics
+from m2l_cli.resampling import resample
 
 RATE = 44100
 
@@ -85,7 +86,7 @@ def test_spectral_distances_grow_with_noise(name):
 
 
 def test_mel_filterbank_has_128_peaked_filters_covering_0_to_nyquist():
-    filters = ev.mel_filterbank(RATE)
+    filters = metrics.mel_filterbank(RATE)
     assert filters.shape == (128, 2048 // 2 + 1)
     assert (filters >= 0).all()
     peaks = filters.argmax(axis=1)
@@ -108,7 +109,7 @@ def test_naive_codec_keeps_the_length_and_only_low_frequencies():
 
 # Alignment.
 def test_mismatched_channel_counts_raise():
-    with pytest.raises(M2LError, match="channel"):
+    with pytest.raises(EvaluationError, match="channel"):
         ev.si_sdr(music(channels=2), music(channels=1))
 
 
@@ -126,16 +127,17 @@ def test_compare_files_resamples_the_test_file_and_names_it_in_errors(tmp_path):
     row = ev.compare_files(reference, at_48k, use_visqol=False)
     assert row["si_sdr"] > 30 and row["seconds"] == pytest.approx(1.0, abs=1e-3)
     mono = write(tmp_path / "mono.wav", audio[:1])
-    with pytest.raises(M2LError, match="mono.wav: channel counts differ"):
+    with pytest.raises(EvaluationError, match="mono.wav: channel counts differ"):
         ev.compare_files(reference, mono, use_visqol=False)
 
 
-def test_read_audio_crops_from_an_offset(tmp_path):
+def test_read_clip_crops_from_an_offset(tmp_path):
     path = write(tmp_path / "a.wav", music(2.0))
-    audio, rate = ev.read_audio(path, offset=0.5, max_seconds=1.0)
+    audio, rate = ev.read_clip(path, offset=0.5, max_seconds=1.0)
     assert rate == RATE and audio.shape == (2, RATE)
-    with pytest.raises(M2LError, match="a.wav: no audio after the offset"):
-        ev.read_audio(path, offset=5.0)
+    assert np.array_equal(audio, music(2.0)[:, RATE // 2 : RATE // 2 + RATE])
+    with pytest.raises(EvaluationError, match="a.wav: no audio after the offset"):
+        ev.read_clip(path, offset=5.0)
 
 
 # Folders and reports.
@@ -185,7 +187,7 @@ def test_evaluate_codec_scores_the_model_beside_the_naive_codec(tmp_path, single
 
 # ViSQOL (optional package).
 def test_visqol_is_none_without_the_package(monkeypatch):
-    monkeypatch.setattr(ev, "_visqol_api", lambda: None)
+    monkeypatch.setattr(metrics, "_visqol_api", lambda: None)
     audio = music(1.5)
     assert ev.visqol(audio, audio, RATE) is None
 

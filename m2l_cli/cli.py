@@ -11,11 +11,13 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich import box
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from ._version import __version__
+from .atomic import AtomicOutput
 from .audio import OutputFormat
 from .batch import BatchPlan, plan_batch
 from .codec import Codec
@@ -24,7 +26,7 @@ from .container import Latents
 from .defaults import DEFAULT_BATCH_SIZE, DEFAULT_SIGMA_COND
 from .errors import M2LError
 from .evaluation import Report, compare_folders, evaluate_codec
-from .evaluation.report import SCORE_COLUMNS, Column
+from .evaluation.report import DIAGNOSTIC_COLUMNS, DIAGNOSTICS_TITLE, SCORE_COLUMNS, Column
 from .files import (
     FileResult,
     decode_files,
@@ -413,12 +415,16 @@ def evaluate(
     offset: Annotated[float, typer.Option(min=0.0, help="Crop start, seconds.")] = 0.0,
     visqol: Annotated[bool, typer.Option(help="Also compute ViSQOL (slow; m2l_cli[eval]).")] = True,
     json_path: Annotated[Path | None, typer.Option("--json", help="Write the report here.")] = None,
+    force: ForceOption = False,
     quiet: QuietOption = False,
 ) -> None:
-    """Objective metrics (SI-SDR, log-mel, multi-resolution STFT, ViSQOL), with the
-    equal-budget naive 689 Hz codec as the reference row."""
+    """Objective metrics (SI-SDR, log-mel, multi-resolution STFT, ViSQOL) and diagnostics
+    (loudness, level per band, chunk-boundary ticks), with the equal-budget naive 689 Hz
+    codec as the reference row."""
     if len(paths) not in (1, 2):
         raise typer.BadParameter("give REF_DIR TEST_DIR, or one folder with --model")
+    if json_path:
+        check_output(str(json_path), force)
     if len(paths) == 2:
         result = compare_folders(paths[0], paths[1], use_visqol=visqol, max_seconds=max_seconds)
     else:
@@ -434,15 +440,21 @@ def evaluate(
         )
     print_report(result)
     if json_path:
-        json_path.write_text(result.to_json())
+        with AtomicOutput(json_path) as temporary:
+            temporary.write_text(result.to_json())
     raise typer.Exit(1 if result.errors else 0)
 
 
 def print_report(result: Report) -> None:
-    """Per-file tables for every system, then the means side by side (on stderr)."""
+    """Per system, a table of scores and one of diagnostics for every file; then the
+    means of both side by side (on stderr)."""
+    tables = ((SCORE_COLUMNS, ""), (DIAGNOSTIC_COLUMNS, f": {DIAGNOSTICS_TITLE}"))
     for system in result.systems:
-        _print_table(system, "file", SCORE_COLUMNS, result.table_rows(system))
-    _print_table("means", "system", SCORE_COLUMNS, result.summary_rows())
+        for columns, subtitle in tables:
+            rows = result.table_rows(system, columns)
+            _print_table(f"{system}{subtitle}", "file", columns, rows)
+    for columns, subtitle in tables:
+        _print_table(f"means{subtitle}", "system", columns, result.summary_rows(columns))
     for line in result.errors + [f"no partner: {name}" for name in result.missing_test]:
         console.print(f"m2l: {line}", markup=False, highlight=False)
 
@@ -450,10 +462,12 @@ def print_report(result: Report) -> None:
 def _print_table(
     title: str, first: str, columns: tuple[Column, ...], rows: list[tuple[str, ...]]
 ) -> None:
-    """A table headed `first` and the columns' titles, on stderr."""
-    table = Table(title=title)
-    for heading in (first, *(column.title for column in columns)):
-        table.add_column(heading)
+    """A table headed `first` and the columns' titles, on stderr (no vertical lines, so
+    ten columns fit 80 characters)."""
+    table = Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
+    table.add_column(first, overflow="fold")
+    for column in columns:
+        table.add_column(column.title, no_wrap=True)
     for row in rows:
         table.add_row(*row)
     console.print(table)

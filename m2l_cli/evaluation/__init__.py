@@ -1,4 +1,4 @@
-"""`m2l eval`: objective scores of decoded audio against its input.
+"""`m2l eval`: objective scores and diagnostics of decoded audio against its input.
 
 `metrics` holds the math on arrays; `compare` reads, pairs and codes files into a
 `Report` (`report`), which summarises and formats the scores.
@@ -15,11 +15,15 @@ from .compare import (
     read_clip,
 )
 from .metrics import (
+    band_level_errors,
+    integrated_loudness,
     log_mel_distance,
+    loudness_difference,
     multi_resolution_stft_distance,
     naive_codec,
     score,
     si_sdr,
+    tick_ratio,
     visqol,
 )
 from .report import TABLE_COLUMNS, Report
@@ -31,14 +35,18 @@ __all__ = [
     "EvaluationError",
     "Report",
     "audio_files",
+    "band_level_errors",
     "compare_files",
     "compare_folders",
     "evaluate_codec",
+    "integrated_loudness",
     "log_mel_distance",
+    "loudness_difference",
     "multi_resolution_stft_distance",
     "naive_codec",
     "read_clip",
     "score",
     "si_sdr",
+    "tick_ratio",
     "visqol",
 ]

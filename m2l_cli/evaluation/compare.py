@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..audio import audio_info, find_audio_files, read_excerpt
+from ..config import ModelConfig
 from ..defaults import DEFAULT_SIGMA_COND
 from ..errors import EvaluationError, M2LError
 from ..resampling import resample
@@ -21,6 +22,9 @@ if TYPE_CHECKING:
 
 CODEC_SYSTEM = "m2l"
 NAIVE_SYSTEM = "naive 689 Hz"
+_DEFAULT_MODEL = ModelConfig()
+CHUNK_SECONDS = _DEFAULT_MODEL.chunk_samples / _DEFAULT_MODEL.sample_rate
+"""The chunk period ticks are looked for at when no model says otherwise."""
 
 
 def read_clip(
@@ -49,7 +53,13 @@ def compare_files(
     reference, rate = read_clip(reference_path, offset=offset, max_seconds=max_seconds)
     test, test_rate = read_clip(test_path, offset=offset, max_seconds=max_seconds)
     try:
-        return score(reference, resample(test, test_rate, rate), rate, use_visqol=use_visqol)
+        return score(
+            reference,
+            resample(test, test_rate, rate),
+            rate,
+            chunk_seconds=CHUNK_SECONDS,
+            use_visqol=use_visqol,
+        )
     except EvaluationError as error:
         raise EvaluationError(f"{test_path}: {error}") from None
 
@@ -119,6 +129,7 @@ def evaluate_codec(
     it beside the naive codec."""
     root = Path(folder)
     paths = {root.name: root} if root.is_file() else audio_files(root)
+    chunk_seconds = codec.config.chunk_samples / codec.config.sample_rate
     report = Report(systems={CODEC_SYSTEM: [], NAIVE_SYSTEM: []})
     for path in paths.values():
         name = path.name if root.is_file() else str(path.relative_to(root))
@@ -128,7 +139,7 @@ def evaluate_codec(
             audio, rate = read_clip(path, offset=offset, max_seconds=max_seconds)
             decoded = codec.decode(codec.encode(audio, rate), sigma_cond=sigma_cond, seed=seed)
             coded, naive = (
-                score(audio, estimate, rate, use_visqol=use_visqol)
+                score(audio, estimate, rate, chunk_seconds=chunk_seconds, use_visqol=use_visqol)
                 for estimate in (decoded, naive_codec(audio, rate))
             )
         except M2LError as error:

@@ -2,6 +2,8 @@
 math on arrays, no files. Arrays are [channels, samples] float32, as everywhere in m2l.
 
 Scores: SI-SDR, log-mel distance, multi-resolution STFT distance, ViSQOL (optional).
+Diagnostics: integrated loudness difference (ITU-R BS.1770), the level error in six
+frequency bands, and the chunk-boundary tick ratio of each signal.
 
 The naive codec, resampling to 44100/64 Hz and back, keeps as many numbers per second
 as the model's latents (64x fewer than 44.1 kHz audio): a floor any codec must beat.
@@ -9,6 +11,7 @@ as the model's latents (64x fewer than 44.1 kHz audio): a floor any codec must b
 
 from __future__ import annotations
 
+import math
 from functools import cache
 from typing import Any
 
@@ -28,6 +31,28 @@ SDR_EPS = 1e-10
 NAIVE_RATE = 44100 / 64  # 689.0625 Hz, exact in binary; soxr takes it as is
 VISQOL_RATE = 48000
 VISQOL_MIN_SECONDS = 1.0  # audio mode needs 45 frames of 20 ms hop + 80 ms window
+
+BAND_EDGES = (0, 250, 1000, 2500, 5000, 10000, 22050)  # Hz
+BANDS = tuple(zip(BAND_EDGES[:-1], BAND_EDGES[1:], strict=True))
+BAND_FLOOR_DB = -150.0  # a band the estimate leaves silent reads this, not -infinity
+TICK_FFT = 2048
+TICK_HOP = 512
+TICK_MIN_HZ = 8000.0
+TICK_SILENCE = 1e-9  # less energy above TICK_MIN_HZ than this share of the total: no ratio
+
+# ITU-R BS.1770-4 K-weighting: a high shelf (+4 dB above ~1.7 kHz), then a high-pass at
+# ~38 Hz, as analogue prototypes mapped to any rate by the bilinear transform; at 48 kHz
+# they give the standard's coefficients. The prototypes are those of "Evaluation of
+# Implementations of the EBU R128 Loudness Measurement" (De Man, 2018).
+SHELF_HZ, SHELF_GAIN_DB, SHELF_Q = 1681.9744509555319, 3.99984385397, 0.7071752369554193
+SHELF_BAND_EXPONENT = 0.499666774155
+HIGHPASS_HZ, HIGHPASS_Q = 38.13547087613982, 0.5003270373253953
+LOUDNESS_FFT = 1 << 17  # K-weighting in the frequency domain, in blocks of half this
+LOUDNESS_OFFSET = -0.691  # LKFS of the weighted mean square, per BS.1770
+LOUDNESS_BLOCK_SECONDS = 0.4
+LOUDNESS_STEP_SECONDS = 0.1  # blocks overlap by 75%
+ABSOLUTE_GATE_LKFS = -70.0
+RELATIVE_GATE_LU = -10.0
 
 Scores = dict[str, float | None]
 
@@ -91,19 +116,25 @@ def _mel_to_hz(mel: np.ndarray) -> np.ndarray:
     return np.where(mel < 15.0, mel * (200.0 / 3), 1000.0 * np.exp((mel - 15.0) * np.log(6.4) / 27))
 
 
-def _magnitudes(audio: np.ndarray, n_fft: int, hop: int) -> torch.Tensor:
-    """|STFT| [channels, bins, frames]: periodic Hann window, centred, zero-padded ends."""
+def _magnitudes(audio: np.ndarray, n_fft: int, hop: int, center: bool = True) -> torch.Tensor:
+    """|STFT| [channels, bins, frames], periodic Hann window. Centred: frame j is centred
+    on sample j * hop, with zeros beyond the ends; else frame j starts there."""
     signal = torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32))
     spectrum = torch.stft(
         signal,
         n_fft,
         hop,
         window=torch.hann_window(n_fft),
-        center=True,
+        center=center,
         pad_mode="constant",
         return_complex=True,
     )
     return spectrum.abs()
+
+
+def _power(audio: np.ndarray, n_fft: int, hop: int, center: bool = True) -> np.ndarray:
+    """|STFT|^2 [channels, bins, frames] in float64."""
+    return _magnitudes(audio, n_fft, hop, center).numpy().astype(np.float64) ** 2
 
 
 def log_mel(audio: np.ndarray, sample_rate: int) -> torch.Tensor:
@@ -171,12 +202,170 @@ def visqol(reference: np.ndarray, estimate: np.ndarray, sample_rate: int) -> flo
     return float(result.moslqo)
 
 
+# Diagnostics: level per band.
+def band_key(low: int, high: int) -> str:
+    """The name of a band's level error in reports: band_error_db_<low>_<high>hz."""
+    return f"band_error_db_{low}_{high}hz"
+
+
+def band_energies(audio: np.ndarray, sample_rate: int) -> np.ndarray:
+    """The energy in each of BANDS: the sum of |STFT|^2 (n_fft 2048, hop 512) over the
+    bins centred in [low, high) Hz, over all frames and channels."""
+    power = _power(as_2d(audio), MEL_FFT, MEL_HOP).sum(axis=(0, 2))
+    frequencies = np.arange(power.shape[0]) * sample_rate / MEL_FFT
+    return np.array(
+        [power[(frequencies >= low) & (frequencies < high)].sum() for low, high in BANDS]
+    )
+
+
+def band_level_errors(reference: np.ndarray, estimate: np.ndarray, sample_rate: int) -> Scores:
+    """10 log10(estimate's band energy / reference's) in dB for each of BANDS (positive:
+    too loud), keyed by `band_key`; None for a band the reference has nothing in."""
+    ref, est = align(reference, estimate)
+    wanted, got = band_energies(ref, sample_rate), band_energies(est, sample_rate)
+    return {
+        band_key(low, high): _level_error(reference_energy, estimate_energy)
+        for (low, high), reference_energy, estimate_energy in zip(BANDS, wanted, got, strict=True)
+    }
+
+
+def _level_error(reference_energy: float, estimate_energy: float) -> float | None:
+    """10 log10(estimate / reference), at least BAND_FLOOR_DB; None without reference."""
+    if reference_energy <= 0:
+        return None
+    floor = reference_energy * 10 ** (BAND_FLOOR_DB / 10)
+    return 10 * math.log10(max(estimate_energy, floor) / reference_energy)
+
+
+# Diagnostics: ticks at chunk boundaries.
+def tick_ratio(audio: np.ndarray, sample_rate: int, period_seconds: float) -> float | None:
+    """How much the energy above 8 kHz peaks at one place in every period (the codec's
+    chunk: 32768 samples at 44.1 kHz): the energy of each STFT frame (hop 512) folded on
+    the period, i.e. averaged at each position in it, then max / mean over positions.
+    About 1 for stationary sound, high for a click every period. None for a signal
+    shorter than one period or without content above 8 kHz."""
+    signal = as_2d(audio)
+    period = period_seconds * sample_rate
+    if signal.shape[1] < max(period, TICK_FFT):
+        return None
+    power = _power(signal, TICK_FFT, TICK_HOP, center=False).sum(axis=0)
+    frequencies = np.arange(power.shape[0]) * sample_rate / TICK_FFT
+    high = power[frequencies > TICK_MIN_HZ].sum(axis=0)
+    if high.mean() <= TICK_SILENCE * power.sum(axis=0).mean():
+        return None
+    positions = max(1, round(period / TICK_HOP))
+    centres = np.arange(high.shape[0]) * TICK_HOP + TICK_FFT // 2
+    slot = np.rint(centres / period * positions).astype(int) % positions
+    counts = np.bincount(slot, minlength=positions)
+    means = np.bincount(slot, weights=high, minlength=positions)[counts > 0] / counts[counts > 0]
+    return float(means.max() / means.mean())
+
+
+# Diagnostics: loudness (ITU-R BS.1770-4).
+@cache
+def k_weighting(sample_rate: int) -> tuple[tuple[np.ndarray, np.ndarray], ...]:
+    """The two K-weighting biquads (b, a), each with a[0] = 1, at `sample_rate`: the
+    high shelf, then the high-pass (whose numerator is the standard's 1, -2, 1)."""
+    k = math.tan(math.pi * SHELF_HZ / sample_rate)
+    high = 10 ** (SHELF_GAIN_DB / 20)
+    band = high**SHELF_BAND_EXPONENT
+    shelf = np.array(
+        [high + band * k / SHELF_Q + k * k, 2 * (k * k - high), high - band * k / SHELF_Q + k * k]
+    )
+    shelf_poles = _poles(k, SHELF_Q)
+    highpass_poles = _poles(math.tan(math.pi * HIGHPASS_HZ / sample_rate), HIGHPASS_Q)
+    return (
+        (shelf / shelf_poles[0], shelf_poles / shelf_poles[0]),
+        (np.array([1.0, -2.0, 1.0]), highpass_poles / highpass_poles[0]),
+    )
+
+
+def _poles(k: float, q: float) -> np.ndarray:
+    """The denominator of a second-order analogue section of quality `q` after the
+    bilinear transform, at the prewarped frequency k = tan(pi f / rate)."""
+    return np.array([1 + k / q + k * k, 2 * (k * k - 1), 1 - k / q + k * k])
+
+
+@cache
+def _k_weighting_spectrum(sample_rate: int) -> np.ndarray:
+    """The K-weighting filters' frequency response on the grid of a LOUDNESS_FFT-point
+    FFT, made from their impulse response cut to the first half of the FFT."""
+    z = np.exp(-1j * np.linspace(0.0, math.pi, LOUDNESS_FFT // 2 + 1))
+    response = np.ones_like(z)
+    for b, a in k_weighting(sample_rate):
+        response *= np.polyval(b[::-1], z) / np.polyval(a[::-1], z)
+    impulse = np.fft.irfft(response, LOUDNESS_FFT)[: LOUDNESS_FFT // 2]
+    return np.fft.rfft(impulse, LOUDNESS_FFT)
+
+
+def k_weighted(audio: np.ndarray, sample_rate: int) -> np.ndarray:
+    """The signal through the K-weighting filters, [channels, samples] float64: blocks
+    of half an FFT filtered in the frequency domain and overlap-added. The filters'
+    impulse response has decayed long before half an FFT, so this equals running the
+    biquads sample by sample."""
+    signal = as_2d(audio).astype(np.float64)
+    channels, length = signal.shape
+    half = LOUDNESS_FFT // 2
+    blocks = -(-length // half)
+    padded = np.zeros((channels, blocks * half))
+    padded[:, :length] = signal
+    spectra = np.fft.rfft(padded.reshape(channels, blocks, half), LOUDNESS_FFT)
+    filtered = np.fft.irfft(spectra * _k_weighting_spectrum(sample_rate), LOUDNESS_FFT)
+    output = np.zeros((channels, (blocks + 1) * half))
+    output[:, : blocks * half] += filtered[..., :half].reshape(channels, -1)
+    output[:, half:] += filtered[..., half:].reshape(channels, -1)
+    return output[:, :length]
+
+
+def integrated_loudness(audio: np.ndarray, sample_rate: int) -> float | None:
+    """Integrated loudness in LKFS (ITU-R BS.1770-4): K-weighted mean square over 400 ms
+    blocks (75% overlap), gated at -70 LKFS and then 10 LU below the ungated level. Every
+    channel has weight 1 (the standard's weights for mono and stereo). None for clips
+    shorter than one block or silent ones."""
+    weighted = k_weighted(audio, sample_rate)
+    block = round(LOUDNESS_BLOCK_SECONDS * sample_rate)
+    step = round(LOUDNESS_STEP_SECONDS * sample_rate)
+    if weighted.shape[1] < block:
+        return None
+    sums = np.concatenate([np.zeros((weighted.shape[0], 1)), np.cumsum(weighted**2, axis=1)], 1)
+    starts = np.arange(0, weighted.shape[1] - block + 1, step)
+    mean_squares = (sums[:, starts + block] - sums[:, starts]) / block  # [channels, blocks]
+    levels = _lkfs(mean_squares)
+    kept = levels > ABSOLUTE_GATE_LKFS
+    if not kept.any():
+        return None
+    kept &= levels > _lkfs(mean_squares[:, kept].mean(axis=1)) + RELATIVE_GATE_LU
+    return float(_lkfs(mean_squares[:, kept].mean(axis=1)))
+
+
+def _lkfs(mean_squares: np.ndarray) -> np.ndarray:
+    """Loudness of per-channel mean squares [channels, ...], summed over channels."""
+    total = mean_squares.sum(axis=0)
+    with np.errstate(divide="ignore"):
+        return LOUDNESS_OFFSET + 10 * np.log10(total)
+
+
+def loudness_difference(
+    reference: np.ndarray, estimate: np.ndarray, sample_rate: int
+) -> float | None:
+    """Integrated loudness of the estimate minus the reference's, in LU (positive: too
+    loud); None when either has no integrated loudness."""
+    ref, est = align(reference, estimate)
+    wanted, got = integrated_loudness(ref, sample_rate), integrated_loudness(est, sample_rate)
+    return None if wanted is None or got is None else got - wanted
+
+
 # Everything for one pair.
 def score(
-    reference: np.ndarray, estimate: np.ndarray, sample_rate: int, *, use_visqol: bool = True
+    reference: np.ndarray,
+    estimate: np.ndarray,
+    sample_rate: int,
+    *,
+    chunk_seconds: float,
+    use_visqol: bool = True,
 ) -> Scores:
-    """Every score for one pair at one rate, compared over their common length (ViSQOL
-    is None when skipped)."""
+    """Every score and diagnostic for one pair at one rate, compared over their common
+    length (ViSQOL is None when skipped); `chunk_seconds` is the codec's chunk period."""
     ref, est = align(reference, estimate)
     return {
         "seconds": ref.shape[1] / sample_rate,
@@ -184,6 +373,10 @@ def score(
         "log_mel": log_mel_distance(ref, est, sample_rate),
         "mr_stft": multi_resolution_stft_distance(ref, est),
         "visqol": visqol(ref, est, sample_rate) if use_visqol else None,
+        "loudness_difference_lu": loudness_difference(ref, est, sample_rate),
+        **band_level_errors(ref, est, sample_rate),
+        "tick_ratio": tick_ratio(est, sample_rate, chunk_seconds),
+        "tick_ratio_reference": tick_ratio(ref, sample_rate, chunk_seconds),
     }
 
 

@@ -9,6 +9,8 @@ from typing import Any
 
 import numpy as np
 
+from .metrics import BANDS, band_key
+
 Row = dict[str, Any]
 
 
@@ -24,12 +26,26 @@ class Column:
         return "-" if value is None else f"{float(value):.{self.decimals}f}"
 
 
+def _hertz(value: int) -> str:
+    """250 -> '250', 2500 -> '2.5k', 22050 -> '22k' (a heading, not a measurement)."""
+    return (
+        f"{value // 1000 if value >= 10000 else value / 1000:g}k" if value >= 1000 else str(value)
+    )
+
+
 SCORE_COLUMNS = (
     Column("si_sdr", "SI-SDR (dB)"),
     Column("log_mel", "log-mel"),
     Column("mr_stft", "MR-STFT"),
     Column("visqol", "ViSQOL"),
 )
+DIAGNOSTIC_COLUMNS = (
+    Column("loudness_difference_lu", "LU", 2),
+    *(Column(band_key(low, high), f"{_hertz(low)}-{_hertz(high)}", 1) for low, high in BANDS),
+    Column("tick_ratio", "ticks", 2),
+    Column("tick_ratio_reference", "input", 2),
+)
+DIAGNOSTICS_TITLE = "loudness (LU), band levels (dB; + = too loud), ticks (output, input)"
 TABLE_COLUMNS = ("file", *(column.title for column in SCORE_COLUMNS))
 
 
@@ -82,9 +98,9 @@ class Report:
 
 
 def _summarise(rows: list[Row]) -> dict[str, dict[str, float | None]]:
-    """Mean and median of every score, ignoring missing (None) values."""
+    """Mean and median of every score and diagnostic, ignoring missing (None) values."""
     result: dict[str, dict[str, float | None]] = {}
-    for column in SCORE_COLUMNS:
+    for column in SCORE_COLUMNS + DIAGNOSTIC_COLUMNS:
         values = [float(row[column.key]) for row in rows if row.get(column.key) is not None]
         result[column.key] = {
             "mean": float(np.mean(values)) if values else None,

@@ -23,11 +23,15 @@ class AtomicOutput:
         self.target = str(target)
         folder = Path(tempfile.gettempdir()) if self.target == STDIO else Path(target).parent
         handle, name = tempfile.mkstemp(prefix=TEMPORARY_PREFIX, suffix=".part", dir=folder)
-        os.close(handle)
-        self.path = Path(name)
-        umask = os.umask(0)
-        os.umask(umask)
-        self.path.chmod(0o666 & ~umask)  # mkstemp makes 0600; outputs get the usual mode
+        try:
+            os.close(handle)
+            self.path = Path(name)
+            umask = os.umask(0)
+            os.umask(umask)
+            self.path.chmod(0o666 & ~umask)  # mkstemp makes 0600; outputs get the usual mode
+        except BaseException:  # Ctrl-C included: leave no temporary file behind
+            os.unlink(name)
+            raise
 
     def commit(self) -> None:
         """Moves the finished file into place (or copies it to stdout)."""

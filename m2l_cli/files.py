@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from functools import partial
 
 from .atomic import AtomicOutput
-from .audio import AudioSink, AudioSource, audio_info, output_format
+from .audio import AudioSink, AudioSource, OutputFormat, audio_info, output_format
 from .codec import Codec
 from .container import Latents, read_header
 from .decoding import DecodeJob, progress_total
@@ -84,13 +84,48 @@ def write_container(latents: Latents, target: str) -> None:
         latents.save(temporary)
 
 
-@dataclass
+@dataclass(eq=False)
 class DecodeTarget:
-    """An open decode output: the temporary file being written and its sink."""
+    """A decode output: its result, and once opened, the temporary file being written
+    and its sink. Registered before it is opened, so an interrupt leaves nothing."""
 
     result: FileResult
-    sink: AudioSink
-    output: AtomicOutput
+    output: AtomicOutput | None = None
+    sink: AudioSink | None = None
+
+    def open(
+        self, latents: Latents, file_format: OutputFormat, subtype: str | None, rate: int
+    ) -> AudioSink:
+        """Creates the temporary file and the sink writing into it."""
+        target = self.result.target
+        self.output = AtomicOutput(target)
+        self.sink = AudioSink(
+            self.output.path,
+            sample_rate=rate,
+            channels=latents.channels,
+            file_format=file_format,
+            subtype=subtype,
+            name=target,
+        )
+        return self.sink
+
+    def finish(self, error: M2LError | None) -> FileResult:
+        """Closes the file; it becomes the target if the decode succeeded."""
+        if error is not None:
+            self.result.error = str(error)
+            self.abandon()
+            return self.result
+        assert self.sink is not None and self.output is not None
+        self.sink.close()
+        self.output.commit()
+        return self.result
+
+    def abandon(self) -> None:
+        """Closes and deletes whatever was opened; the target stays as it was."""
+        if self.sink is not None:
+            self.sink.close()
+        if self.output is not None:
+            self.output.discard()
 
 
 def decode_files(
@@ -107,18 +142,26 @@ def decode_files(
 ) -> Iterator[FileResult]:
     """Decodes (container, output) pairs, stepping many files together."""
     failures: list[FileResult] = []
-    open_targets: dict[int, DecodeTarget] = {}
+    unfinished: list[DecodeTarget] = []
+    by_job: dict[int, DecodeTarget] = {}
 
     def jobs() -> Iterator[DecodeJob]:
         for source, target in pairs:
+            opened = DecodeTarget(FileResult(source, target))
+            unfinished.append(opened)
             try:
                 latents = load_latents(codec, source)
-                opened = _open_target(latents, source, target, format_name, subtype, sample_rate)
+                file_format = output_format(target, format_name)
+                rate = sample_rate or latents.original_sample_rate
+                sink = opened.open(latents, file_format, subtype, rate)
             except (M2LError, OSError) as error:
+                opened.abandon()
+                unfinished.remove(opened)
                 failures.append(FileResult(source, target, error=_message(source, error)))
                 continue
-            job = DecodeJob(latents, opened.sink.write, source, sample_rate, seed)
-            open_targets[id(job)] = opened
+            opened.result.seconds = latents.duration
+            job = DecodeJob(latents, sink.write, source, sample_rate, seed)
+            by_job[id(job)] = opened
             yield job
 
     runs = codec.decode_jobs(
@@ -127,53 +170,19 @@ def decode_files(
     try:
         for job, error in runs:
             yield from _drain(failures)
-            yield _finish_target(open_targets.pop(id(job)), error)
+            opened = by_job.pop(id(job))
+            result = opened.finish(error)
+            unfinished.remove(opened)
+            yield result
         yield from _drain(failures)
-    finally:  # interrupted: leave no partial output behind
-        for opened in open_targets.values():
-            opened.sink.close()
-            opened.output.discard()
+    finally:  # an error or Ctrl-C: leave no partial output behind
+        for opened in unfinished:
+            opened.abandon()
 
 
 def load_latents(codec: Codec, source: str) -> Latents:
     stream = sys.stdin.buffer if source == STDIO else source
     return Latents.load(stream, expected_model_id=codec.model_id)
-
-
-def _open_target(
-    latents: Latents,
-    source: str,
-    target: str,
-    format_name: str | None,
-    subtype: str | None,
-    sample_rate: int | None,
-) -> DecodeTarget:
-    file_format = output_format(target, format_name)
-    output = AtomicOutput(target)
-    try:
-        sink = AudioSink(
-            output.path,
-            sample_rate=sample_rate or latents.original_sample_rate,
-            channels=latents.channels,
-            file_format=file_format,
-            subtype=subtype,
-            name=target,
-        )
-    except M2LError:
-        output.discard()
-        raise
-    result = FileResult(source, target, seconds=latents.duration)
-    return DecodeTarget(result, sink, output)
-
-
-def _finish_target(opened: DecodeTarget, error: M2LError | None) -> FileResult:
-    opened.sink.close()
-    if error is not None:
-        opened.output.discard()
-        opened.result.error = str(error)
-    else:
-        opened.output.commit()
-    return opened.result
 
 
 def _drain(failures: list[FileResult]) -> Iterator[FileResult]:

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import soundfile
 
-from m2l_cli import Codec
+from m2l_cli import Codec, files
 from m2l_cli.atomic import AtomicOutput
 from m2l_cli.audio import AudioSource
 from m2l_cli.batch import plan_batch
@@ -114,3 +114,15 @@ def test_encoding_closes_every_input_file_even_when_it_fails(codec, tmp_path):
     results = dict(codec.encode_jobs(jobs))
     assert isinstance(results[jobs[1]], AudioError)  # no samples
     assert len(opened) == 2 and all(source.file.closed for source in opened)
+
+
+def test_ctrl_c_while_an_output_is_opened_leaves_no_temporary_file(codec, tmp_path, monkeypatch):
+    codec.encode(np.zeros((1, 1000), np.float32), 44100).save(tmp_path / "a.m2l")
+
+    def interrupted(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(files, "AudioSink", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        list(decode_files(codec, [(str(tmp_path / "a.m2l"), str(tmp_path / "a.wav"))]))
+    assert [path.name for path in tmp_path.iterdir()] == ["a.m2l"]

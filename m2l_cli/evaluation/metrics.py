@@ -318,10 +318,11 @@ def k_weighted(audio: np.ndarray, sample_rate: int) -> np.ndarray:
 
 
 def integrated_loudness(audio: np.ndarray, sample_rate: int) -> float | None:
-    """Integrated loudness in LKFS (ITU-R BS.1770-4): K-weighted mean square over 400 ms
-    blocks (75% overlap), gated at -70 LKFS and then 10 LU below the ungated level. Every
-    channel has weight 1 (the standard's weights for mono and stereo). None for clips
-    shorter than one block or silent ones."""
+    """Integrated loudness in LKFS (ITU-R BS.1770-4): the K-weighted mean square over
+    400 ms blocks (75% overlap) that pass two gates: -70 LKFS, then 10 LU below the
+    loudness of the blocks that passed the first. Every channel has weight 1 (the
+    standard's weights for mono and stereo). None for clips shorter than one block or
+    silent ones."""
     weighted = k_weighted(audio, sample_rate)
     block = round(LOUDNESS_BLOCK_SECONDS * sample_rate)
     step = round(LOUDNESS_STEP_SECONDS * sample_rate)

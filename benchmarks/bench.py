@@ -39,7 +39,8 @@ BENCH_MODEL_ID = "bench0000000"
 STARVED_FRACTION = 0.8
 
 PEER_REFERENCE = [
-    # Quoted from /work/shared/PERF_NOTES.md: NOT measured by this script.
+    # Measured once, separately, with the official Music2Latent (v1) code on the same
+    # machine (random weights, 30 s of audio): quoted, NOT measured by this script.
     {"measurement": "encode", "x_real_time": 2.0, "gflops": 90.0, "peak_rss_mib": 3.8 * 1024},
     {"measurement": "decode", "x_real_time": 0.28, "gflops": 90.0, "peak_rss_mib": 6.8 * 1024},
 ]
@@ -121,14 +122,16 @@ def synthesize(num_samples: int, sample_rate: int, seed: int, offset: int = 0) -
 
 def make_codec(task: Task):
     """A codec with random weights, on the CPU, at the task's precision and threads."""
-    import torch
-
     from m2l_cli.codec import Codec
+    from m2l_cli.runtime import set_threads
 
-    torch.set_num_threads(task.threads)
+    set_threads(task.threads)
     return Codec.create(
-        task.preset, task.seed, precision=task.precision, device="cpu",
-        threads=task.threads, model_id=BENCH_MODEL_ID,
+        task.preset,
+        seed=task.seed,
+        precision=task.precision,
+        device="cpu",
+        model_id=BENCH_MODEL_ID,
     )
 
 
@@ -159,19 +162,21 @@ def flops_per_chunk(codec, kind: str) -> tuple[float, dict[str, float]]:
     consistency model on two chunks), counted on batch-1 model calls."""
     import torch
 
-    config = codec.config
+    from m2l_cli.defaults import DEFAULT_SIGMA_COND
+
+    config, runner = codec.config, codec.runner
     generator = torch.Generator().manual_seed(0)
     spectrogram = torch.randn(1, 2, config.frequency_bins, config.chunk_frames, generator=generator)
     if kind == "encode":
-        return count_flops(lambda: codec._encode_batch(spectrogram))
+        return count_flops(lambda: runner.encode(spectrogram))
     latents = torch.tanh(torch.randn(1, config.num_latents, config.latent_dim, generator=generator))
-    decoder_flops, decoder_ops = count_flops(lambda: codec._decode_features(latents))
-    features = [level.float() for level in codec._decode_features(latents)]
+    decoder_flops, decoder_ops = count_flops(lambda: runner.decode_features(latents))
+    features = [level.float() for level in runner.decode_features(latents)]
     two_chunk_features = [torch.cat([level, level]) for level in features]
     noisy = torch.randn(1, 2, 2, config.frequency_bins, config.chunk_frames, generator=generator)
-    sigma = torch.tensor([[0.4, config.sigma_max]])
+    sigma = torch.tensor([[DEFAULT_SIGMA_COND, config.sigma_max]])
     consistency_flops, consistency_ops = count_flops(
-        lambda: codec._denoise(noisy, sigma, two_chunk_features)
+        lambda: runner.denoise(noisy, sigma, two_chunk_features)
     )
     detail = {f"decoder {op}": n for op, n in decoder_ops.items()}
     detail |= {f"consistency (2 chunks) {op}": n for op, n in consistency_ops.items()}
@@ -259,9 +264,14 @@ def random_latents(config, seconds: float, seed: int):
     rng = np.random.default_rng(seed)
     values = np.tanh(rng.standard_normal((1, chunks, config.num_latents, config.latent_dim)))
     return Latents(
-        values=values.astype(np.float16), model_id=BENCH_MODEL_ID, model_name="bench",
-        sample_rate=config.sample_rate, original_sample_rate=config.sample_rate,
-        num_samples=samples, model_num_samples=samples, chunk_samples=config.chunk_samples,
+        values=values.astype(np.float16),
+        model_id=BENCH_MODEL_ID,
+        model_name="bench",
+        sample_rate=config.sample_rate,
+        original_sample_rate=config.sample_rate,
+        num_samples=samples,
+        model_num_samples=samples,
+        chunk_samples=config.chunk_samples,
     )
 
 
@@ -277,7 +287,7 @@ class SampleCounter:
 
 def decode_streams(codec, latents: list, batch_size: int) -> None:
     """Decodes all latents together through codec.decode_jobs; checks every length."""
-    from m2l_cli.codec import DecodeJob
+    from m2l_cli.decoding import DecodeJob
 
     counters = [SampleCounter() for _ in latents]
     jobs = [
@@ -295,7 +305,7 @@ def decode_streams(codec, latents: list, batch_size: int) -> None:
 def measure_decode(task: Task) -> Result:
     """Decode `streams` mono latents of `seconds` each, batched together. The warm-up
     decodes the same number of 2-chunk latents (every kind of step, every batch size)."""
-    from m2l_cli.codec import DEFAULT_BATCH_SIZE
+    from m2l_cli.defaults import DEFAULT_BATCH_SIZE
 
     codec = make_codec(task)
     config = codec.config
@@ -330,12 +340,17 @@ def encode_file(codec, input_path: str, output_path: str) -> None:
 
 def decode_file(codec, input_path: str, output_path: str) -> None:
     """.m2l -> WAV through codec.decode_jobs and AudioSink (written block by block)."""
-    from m2l_cli.audio import AudioSink
+    from m2l_cli.audio import AudioSink, OutputFormat
     from m2l_cli.container import Latents
     from m2l_cli.decoding import DecodeJob
 
     latents = Latents.load(input_path)
-    sink = AudioSink(output_path, latents.original_sample_rate, latents.channels, "WAV")
+    sink = AudioSink(
+        output_path,
+        sample_rate=latents.original_sample_rate,
+        channels=latents.channels,
+        file_format=OutputFormat.WAV,
+    )
     job = DecodeJob(latents, sink.write, input_path, None, 0)
     for _, error in codec.decode_jobs([job]):
         if error is not None:
@@ -394,13 +409,23 @@ def speed_tasks(args: argparse.Namespace) -> list[Task]:
         encode_seconds = args.paper_encode_seconds if preset == "paper" else args.seconds
         decode_seconds = args.paper_decode_seconds if preset == "paper" else args.seconds
         for precision in args.precisions:
-            common = dict(preset=preset, precision=precision, threads=args.threads,
-                          seed=args.seed, repeats=args.repeats)
+            common = dict(
+                preset=preset,
+                precision=precision,
+                threads=args.threads,
+                seed=args.seed,
+                repeats=args.repeats,
+            )
             tasks += [
                 Task("encode", seconds=encode_seconds, label="encode", **common),
                 Task("decode", seconds=decode_seconds, label="decode 1 stream", **common),
-                Task("decode", seconds=decode_seconds, streams=args.streams,
-                     label=f"decode {args.streams} streams", **common),
+                Task(
+                    "decode",
+                    seconds=decode_seconds,
+                    streams=args.streams,
+                    label=f"decode {args.streams} streams",
+                    **common,
+                ),
             ]
     return tasks
 
@@ -426,14 +451,24 @@ def flatness_tasks(args: argparse.Namespace, folder: Path) -> list[Task]:
     for seconds in (args.seconds, args.long_seconds):
         wav, m2l = folder / f"in-{seconds:g}s.wav", folder / f"{seconds:g}s.m2l"
         write_wav(wav, seconds, rate, args.seed)
-        common = dict(preset="small", precision="bf16", threads=args.threads,
-                      seed=args.seed, seconds=seconds)
+        common = dict(
+            preset="small", precision="bf16", threads=args.threads, seed=args.seed, seconds=seconds
+        )
         tasks += [
-            Task("file-encode", input_path=str(wav), output_path=str(m2l),
-                 label=f"file encode {format_seconds(seconds)}", **common),
-            Task("file-decode", input_path=str(m2l),
-                 output_path=str(folder / f"out-{seconds:g}s.wav"),
-                 label=f"file decode {format_seconds(seconds)}", **common),
+            Task(
+                "file-encode",
+                input_path=str(wav),
+                output_path=str(m2l),
+                label=f"file encode {format_seconds(seconds)}",
+                **common,
+            ),
+            Task(
+                "file-decode",
+                input_path=str(m2l),
+                output_path=str(folder / f"out-{seconds:g}s.wav"),
+                label=f"file decode {format_seconds(seconds)}",
+                **common,
+            ),
         ]
     return tasks
 
@@ -466,22 +501,66 @@ def cores_used(result: Result) -> str:
 
 def table(results: list[Result]) -> str:
     """The plain results table, one row per measurement."""
-    header = ("preset", "precision", "measurement", "audio", "x-real-time", "GFLOP/s",
-              "peak RSS MiB", "spread", "cores used", "others")
+    header = (
+        "preset",
+        "precision",
+        "measurement",
+        "audio",
+        "x-real-time",
+        "GFLOP/s",
+        "peak RSS MiB",
+        "spread",
+        "cores used",
+        "others",
+    )
     rows = [header]
     for result in results:
         task = result.task
         if result.error:
-            rows.append((task.preset, task.precision, task.label, audio_label(task),
-                         "ERROR", result.error[:60], "", "", "", ""))
+            rows.append(
+                (
+                    task.preset,
+                    task.precision,
+                    task.label,
+                    audio_label(task),
+                    "ERROR",
+                    result.error[:60],
+                    "",
+                    "",
+                    "",
+                    "",
+                )
+            )
             continue
-        rows.append((task.preset, task.precision, task.label, audio_label(task),
-                     fmt(result.x_real_time), fmt(result.gflops, 1), fmt(result.peak_rss_mib, 0),
-                     spread(result), cores_used(result), f"{result.others_cpu_share:.0%}"))
+        rows.append(
+            (
+                task.preset,
+                task.precision,
+                task.label,
+                audio_label(task),
+                fmt(result.x_real_time),
+                fmt(result.gflops, 1),
+                fmt(result.peak_rss_mib, 0),
+                spread(result),
+                cores_used(result),
+                f"{result.others_cpu_share:.0%}",
+            )
+        )
     for peer in PEER_REFERENCE:
-        rows.append(("peer*", "fp32", f"Music2Latent v1 {peer['measurement']}", "30 s",
-                     fmt(peer["x_real_time"]), f"~{peer['gflops']:.0f}",
-                     fmt(peer["peak_rss_mib"], 0), "quoted", "", ""))
+        rows.append(
+            (
+                "peer*",
+                "fp32",
+                f"Music2Latent v1 {peer['measurement']}",
+                "30 s",
+                fmt(peer["x_real_time"]),
+                f"~{peer['gflops']:.0f}",
+                fmt(peer["peak_rss_mib"], 0),
+                "quoted",
+                "",
+                "",
+            )
+        )
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     lines = [
         "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
@@ -495,13 +574,17 @@ def flatness_summary(results: list[Result]) -> dict[str, dict[str, float]]:
     """Peak RSS of the short and the long file, and their ratio, per direction."""
     summary = {}
     for kind in ("file-encode", "file-decode"):
-        runs = sorted((r for r in results if r.task.kind == kind and not r.error),
-                      key=lambda r: r.task.seconds)
+        runs = sorted(
+            (r for r in results if r.task.kind == kind and not r.error),
+            key=lambda r: r.task.seconds,
+        )
         if len(runs) == 2:
             short, long = runs
             summary[kind] = {
-                "short_seconds": short.task.seconds, "short_peak_rss_mib": short.peak_rss_mib,
-                "long_seconds": long.task.seconds, "long_peak_rss_mib": long.peak_rss_mib,
+                "short_seconds": short.task.seconds,
+                "short_peak_rss_mib": short.peak_rss_mib,
+                "long_seconds": long.task.seconds,
+                "long_peak_rss_mib": long.peak_rss_mib,
                 "ratio_long_over_short": long.peak_rss_mib / short.peak_rss_mib,
                 "short_growth_during_work_mib": short.peak_rss_mib - short.rss_before_work_mib,
                 "long_growth_during_work_mib": long.peak_rss_mib - long.rss_before_work_mib,
@@ -523,7 +606,7 @@ def machine_info(threads: int) -> dict[str, object]:
     import torch
 
     from m2l_cli import _version
-    from m2l_cli.codec import cpu_has_fast_bf16
+    from m2l_cli.runtime import cpu_has_fast_bf16
 
     return {
         "cpu_model": cpu_model(),
@@ -556,41 +639,63 @@ def notes(args: argparse.Namespace) -> list[str]:
         f"{STARVED_FRACTION:g} x threads, even after --retries): its speed is not "
         "representative (with 2 threads and one core taken, torch's OpenMP threads "
         "spin-wait and run up to ~50x slower).",
-        "peer* rows are QUOTED from /work/shared/PERF_NOTES.md (official Music2Latent v1, "
-        "random weights, 30 s), NOT measured by this script.",
+        "peer* rows are QUOTED, NOT measured by this script: the official Music2Latent v1 "
+        "code, measured once on the same machine (random weights, 30 s).",
     ]
     if "paper" in args.presets:
-        lines.insert(3, f"paper is slow on CPU: it encodes {args.paper_encode_seconds:g} s and "
-                        f"decodes {args.paper_decode_seconds:g} s per stream instead of "
-                        f"{args.seconds:g} s (x-real-time does not depend on the length).")
+        lines.insert(
+            3,
+            f"paper is slow on CPU: it encodes {args.paper_encode_seconds:g} s and "
+            f"decodes {args.paper_decode_seconds:g} s per stream instead of "
+            f"{args.seconds:g} s (x-real-time does not depend on the length).",
+        )
     if not args.no_flatness:
-        lines.append("file encode/decode rows: small bf16 through AudioSource/AudioSink and a "
-                     "saved .m2l, one run each (no warm-up, so their x-real-time includes "
-                     "first-call costs); they are there for the peak RSS, short vs long.")
+        lines.append(
+            "file encode/decode rows: small bf16 through AudioSource/AudioSink and a "
+            "saved .m2l, one run each (no warm-up, so their x-real-time includes "
+            "first-call costs); they are there for the peak RSS, short vs long."
+        )
     return lines
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--presets", nargs="+", default=["small", "paper"],
-                        choices=["small", "paper", "tiny"])
-    parser.add_argument("--precisions", nargs="+", default=["fp32", "bf16"],
-                        choices=["fp32", "bf16"])
+    parser.add_argument(
+        "--presets", nargs="+", default=["small", "paper"], choices=["small", "paper", "tiny"]
+    )
+    parser.add_argument(
+        "--precisions", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16"]
+    )
     parser.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs after a warm-up")
     parser.add_argument("--seconds", type=float, default=30.0, help="audio length (small)")
     parser.add_argument("--paper-encode-seconds", type=float, default=10.0)
-    parser.add_argument("--paper-decode-seconds", type=float, default=5.0,
-                        help="audio per stream when decoding with the paper preset")
+    parser.add_argument(
+        "--paper-decode-seconds",
+        type=float,
+        default=5.0,
+        help="audio per stream when decoding with the paper preset",
+    )
     parser.add_argument("--streams", type=int, default=8, help="streams in the batched decode")
-    parser.add_argument("--long-seconds", type=float, default=600.0,
-                        help="the long file of the memory-flatness check")
+    parser.add_argument(
+        "--long-seconds",
+        type=float,
+        default=600.0,
+        help="the long file of the memory-flatness check",
+    )
     parser.add_argument("--no-flatness", action="store_true", help="skip the file-path check")
-    parser.add_argument("--retries", type=int, default=1,
-                        help="re-runs of a measurement starved of CPU by other processes")
+    parser.add_argument(
+        "--retries",
+        type=int,
+        default=1,
+        help="re-runs of a measurement starved of CPU by other processes",
+    )
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--quick", action="store_true",
-                        help="smoke check: small only, 1 repeat, 10 s audio, 60 s long file")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke check: small only, 1 repeat, 10 s audio, 60 s long file",
+    )
     parser.add_argument("--output", type=Path, help="JSON path (default benchmarks/results/)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -619,14 +724,21 @@ def run_all(tasks: list[Task], retries: int) -> list[Result]:
     for index, task in enumerate(tasks, 1):
         for attempt in range(retries + 1):
             start = time.perf_counter()
-            print(f"[{index}/{len(tasks)}] {task.describe()} ({audio_label(task)}) ...",
-                  end=" ", file=sys.stderr, flush=True)
+            print(
+                f"[{index}/{len(tasks)}] {task.describe()} ({audio_label(task)}) ...",
+                end=" ",
+                file=sys.stderr,
+                flush=True,
+            )
             result = run_task(task)
             result.attempts = attempt + 1
             outcome = result.error or f"{result.x_real_time:.2f}x, {result.peak_rss_mib:.0f} MiB"
             flag = ", STARVED of CPU" if starved(result) else ""
-            print(f"{outcome}{flag} [{time.perf_counter() - start:.0f} s]",
-                  file=sys.stderr, flush=True)
+            print(
+                f"{outcome}{flag} [{time.perf_counter() - start:.0f} s]",
+                file=sys.stderr,
+                flush=True,
+            )
             if not starved(result):
                 break
         results.append(result)
@@ -647,12 +759,14 @@ def main(argv: list[str] | None = None) -> None:
     flatness = flatness_summary(results)
     print(table(results))
     for kind, item in flatness.items():
-        print(f"\nmemory flatness, {kind} (small bf16): peak RSS "
-              f"{item['short_peak_rss_mib']:.0f} MiB for {format_seconds(item['short_seconds'])}, "
-              f"{item['long_peak_rss_mib']:.0f} MiB for {format_seconds(item['long_seconds'])}: "
-              f"ratio {item['ratio_long_over_short']:.2f} (growth during the work: "
-              f"{item['short_growth_during_work_mib']:.0f} vs "
-              f"{item['long_growth_during_work_mib']:.0f} MiB)")
+        print(
+            f"\nmemory flatness, {kind} (small bf16): peak RSS "
+            f"{item['short_peak_rss_mib']:.0f} MiB for {format_seconds(item['short_seconds'])}, "
+            f"{item['long_peak_rss_mib']:.0f} MiB for {format_seconds(item['long_seconds'])}: "
+            f"ratio {item['ratio_long_over_short']:.2f} (growth during the work: "
+            f"{item['short_growth_during_work_mib']:.0f} vs "
+            f"{item['long_growth_during_work_mib']:.0f} MiB)"
+        )
     print("\nnotes:\n" + "\n".join(f"- {line}" for line in notes(args)))
     print("\n" + FLOP_NOTE)
     output = args.output or default_output(args.quick)
@@ -666,7 +780,7 @@ def main(argv: list[str] | None = None) -> None:
         "results": [asdict(result) for result in results],
         "memory_flatness": flatness,
         "peer_reference": {
-            "source": "quoted from /work/shared/PERF_NOTES.md, not measured",
+            "source": "quoted: measured once on the same machine, not by this script",
             "model": "official Music2Latent (v1), random weights, 30 s of audio, fp32",
             "rows": PEER_REFERENCE,
         },

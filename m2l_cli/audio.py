@@ -1,45 +1,126 @@
-"""Audio in and out: reading any libsndfile format in blocks, resampling as a stream
-(soxr), and writing WAV or FLAC. Arrays are [channels, samples] float32."""
+"""Audio files, the only module that opens them: reading any libsndfile format (whole,
+in blocks or an excerpt), file info, writing WAV or FLAC, the one list of audio
+suffixes and the search of a folder for audio files. Arrays are [channels, samples]
+float32, except `read_excerpt`, which returns soundfile's [frames, channels]."""
 
 from __future__ import annotations
 
 import io
 import sys
 from collections.abc import Iterator
+from dataclasses import dataclass
+from enum import Enum
 from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
 import soundfile
-import soxr
 
 from .errors import AudioError
+from .paths import STDIO, find_files
 
-OUTPUT_FORMATS = {".wav": "WAV", ".flac": "FLAC"}
-DEFAULT_SUBTYPE = {"WAV": "PCM_16", "FLAC": "PCM_16"}
+AUDIO_SUFFIXES = frozenset(
+    {".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aiff", ".aif", ".aifc", ".w64", ".caf"}
+)
 BLOCK_FRAMES = 1 << 16
+DEFAULT_SUBTYPE = "PCM_16"
+SOUNDFILE_ERRORS = (soundfile.LibsndfileError, RuntimeError, TypeError, ValueError)
+
+
+class OutputFormat(str, Enum):
+    """The formats decoded audio is written in; the value is the file extension."""
+
+    WAV = "wav"
+    FLAC = "flac"
+
+    @classmethod
+    def parse(cls, name: str) -> OutputFormat:
+        """The format called `name` (any case); AudioError for any other name."""
+        try:
+            return cls(name.lower())
+        except ValueError:
+            choices = " or ".join(item.value for item in cls)
+            raise AudioError(f"unknown output format {name!r}; choose {choices}") from None
+
+    @property
+    def suffix(self) -> str:
+        return f".{self.value}"
+
+
+def output_format(path: str | Path, format_name: str | None = None) -> OutputFormat:
+    """The format `format_name` names, or else the one `path`'s extension names (WAV
+    for stdout)."""
+    if format_name:
+        return OutputFormat.parse(format_name)
+    if path == STDIO:
+        return OutputFormat.WAV
+    suffix = Path(path).suffix.lower()
+    for item in OutputFormat:
+        if suffix == item.suffix:
+            return item
+    raise AudioError(f"{path}: cannot tell the output format from the extension; use .wav or .flac")
+
+
+@dataclass(frozen=True)
+class AudioInfo:
+    """What an audio file's header says."""
+
+    frames: int
+    sample_rate: int
+    channels: int
+
+    @property
+    def duration(self) -> float:
+        """Seconds."""
+        return self.frames / self.sample_rate
+
+
+def find_audio_files(folder: str | Path) -> list[Path]:
+    """Audio files (by suffix) under `folder`, recursively and sorted, without our own
+    temporary files."""
+    return find_files(folder, AUDIO_SUFFIXES)
+
+
+def audio_info(path: str | Path) -> AudioInfo:
+    """The file's length, rate and channel count, from its header."""
+    _check_file(Path(path), str(path))
+    try:
+        info = soundfile.info(str(path))
+    except SOUNDFILE_ERRORS as error:
+        raise AudioError(f"{path}: not a readable audio file ({_reason(error)})") from None
+    return AudioInfo(max(info.frames, 0), info.samplerate, info.channels)
+
+
+def read_excerpt(path: str | Path, start: int = 0, frames: int = -1) -> np.ndarray:
+    """`frames` frames (-1: to the end) from frame `start`, [frames, channels] float32;
+    fewer where the file ends sooner."""
+    _check_file(Path(path), str(path))
+    try:
+        audio, _ = soundfile.read(
+            str(path), frames=frames, start=start, dtype="float32", always_2d=True
+        )
+    except SOUNDFILE_ERRORS as error:
+        raise AudioError(f"{path}: cannot read audio ({_reason(error)})") from None
+    return audio
 
 
 class AudioSource:
-    """An audio file (or stdin, read whole first: pipes cannot seek) read in blocks."""
+    """An audio file (or stdin, read whole first: pipes cannot seek) read in blocks.
+
+    Close it when done, or use it as a context manager.
+    """
 
     def __init__(self, source: str | Path | BinaryIO, name: str | None = None) -> None:
-        self.name = name or ("<stdin>" if source == "-" else str(source))
-        if source == "-":
+        self.name = name or ("<stdin>" if source == STDIO else str(source))
+        if source == STDIO:
             source = io.BytesIO(sys.stdin.buffer.read())
         if isinstance(source, (str, Path)):
-            path = Path(source)
-            if not path.exists():
-                raise AudioError(f"{self.name}: no such file")
-            if path.is_dir():
-                raise AudioError(f"{self.name}: is a directory")
-            if path.stat().st_size == 0:
-                raise AudioError(f"{self.name}: empty file")
+            _check_file(Path(source), self.name)
         elif isinstance(source, io.BytesIO) and not source.getbuffer().nbytes:
             raise AudioError(f"{self.name}: empty input")
         try:
             self.file = soundfile.SoundFile(source)
-        except (soundfile.LibsndfileError, RuntimeError, TypeError) as error:
+        except SOUNDFILE_ERRORS as error:
             raise AudioError(f"{self.name}: not a readable audio file ({_reason(error)})") from None
         self.sample_rate: int = self.file.samplerate
         self.channels: int = self.file.channels
@@ -53,88 +134,74 @@ class AudioSource:
                 if not len(block):
                     return
                 yield np.ascontiguousarray(block.T)
-        except (soundfile.LibsndfileError, RuntimeError) as error:
+        except SOUNDFILE_ERRORS as error:
             raise AudioError(f"{self.name}: cannot decode audio ({_reason(error)})") from None
 
     def close(self) -> None:
         self.file.close()
 
+    def __enter__(self) -> AudioSource:
+        return self
 
-def _reason(error: Exception) -> str:
-    text = str(error).strip().splitlines()[-1] if str(error).strip() else type(error).__name__
-    return text.split(": ", 1)[-1] if text.startswith("Error opening") else text
-
-
-class Resampler:
-    """Streaming resampler between two rates; a no-op when they are equal."""
-
-    def __init__(self, input_rate: int, output_rate: int, channels: int) -> None:
-        self.identity = input_rate == output_rate
-        if not self.identity:
-            self.stream = soxr.ResampleStream(
-                input_rate, output_rate, channels, dtype="float32", quality="HQ"
-            )
-
-    def __call__(self, block: np.ndarray, last: bool = False) -> np.ndarray:
-        """[channels, n] -> [channels, m]; `last` flushes what the filter still holds."""
-        if self.identity:
-            return block
-        resampled = self.stream.resample_chunk(np.ascontiguousarray(block.T), last=last)
-        return np.ascontiguousarray(resampled.T)
-
-
-def resample(waveform: np.ndarray, input_rate: int, output_rate: int) -> np.ndarray:
-    """Whole-array resampling, [channels, n] -> [channels, m]."""
-    if input_rate == output_rate:
-        return waveform
-    return np.ascontiguousarray(soxr.resample(waveform.T, input_rate, output_rate, "HQ").T)
-
-
-def output_format(path: str | Path, format_name: str | None = None) -> str:
-    """'WAV' or 'FLAC', from `format_name` or else from the file extension."""
-    if format_name:
-        if format_name.upper() not in OUTPUT_FORMATS.values():
-            raise AudioError(f"unknown output format {format_name!r}; choose wav or flac")
-        return format_name.upper()
-    suffix = Path(path).suffix.lower()
-    if suffix not in OUTPUT_FORMATS:
-        raise AudioError(
-            f"{path}: cannot tell the output format from the extension; use .wav or .flac"
-        )
-    return OUTPUT_FORMATS[suffix]
+    def __exit__(self, *_: object) -> None:
+        self.close()
 
 
 class AudioSink:
-    """Writes [channels, n] blocks to a WAV or FLAC file; integer subtypes are clipped."""
+    """Writes [channels, n] blocks to a WAV or FLAC file; integer subtypes are clipped.
+    Errors name the file `name` (default: the target)."""
 
     def __init__(
         self,
         target: str | Path | BinaryIO,
+        *,
         sample_rate: int,
         channels: int,
-        format_name: str,
+        file_format: OutputFormat,
         subtype: str | None = None,
+        name: str | None = None,
     ) -> None:
-        subtype = (subtype or DEFAULT_SUBTYPE[format_name]).upper()
-        if not soundfile.check_format(format_name, subtype):
-            raise AudioError(f"subtype {subtype} is not available for {format_name}")
+        self.name = name or str(target)
+        subtype = (subtype or DEFAULT_SUBTYPE).upper()
+        if not soundfile.check_format(file_format.name, subtype):
+            raise AudioError(
+                f"{self.name}: subtype {subtype} is not available for {file_format.name}"
+            )
         self.clip = not subtype.startswith(("FLOAT", "DOUBLE"))
-        self.file = soundfile.SoundFile(
-            target,
-            "w",
-            samplerate=sample_rate,
-            channels=channels,
-            format=format_name,
-            subtype=subtype,
-        )
+        try:
+            self.file = soundfile.SoundFile(
+                target,
+                "w",
+                samplerate=sample_rate,
+                channels=channels,
+                format=file_format.name,
+                subtype=subtype,
+            )
+        except SOUNDFILE_ERRORS as error:
+            raise AudioError(f"{self.name}: cannot write audio ({_reason(error)})") from None
 
     def write(self, block: np.ndarray) -> None:
         if self.clip:
             block = np.clip(block, -1.0, 1.0)
         try:
             self.file.write(block.T)
-        except (soundfile.LibsndfileError, RuntimeError) as error:
-            raise AudioError(f"{self.file.name}: cannot write audio ({_reason(error)})") from None
+        except SOUNDFILE_ERRORS as error:
+            raise AudioError(f"{self.name}: cannot write audio ({_reason(error)})") from None
 
     def close(self) -> None:
         self.file.close()
+
+
+def _check_file(path: Path, name: str) -> None:
+    """The one-line errors for a path that cannot hold audio."""
+    if not path.exists():
+        raise AudioError(f"{name}: no such file")
+    if path.is_dir():
+        raise AudioError(f"{name}: is a directory")
+    if path.stat().st_size == 0:
+        raise AudioError(f"{name}: empty file")
+
+
+def _reason(error: Exception) -> str:
+    text = str(error).strip().splitlines()[-1] if str(error).strip() else type(error).__name__
+    return text.split(": ", 1)[-1] if text.startswith("Error opening") else text

@@ -3,38 +3,42 @@
 from __future__ import annotations
 
 import json
-import math
 import os
 import sys
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
-import soundfile
-import torch
 import typer
+from rich import box
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from ._version import __version__
-from .codec import DEFAULT_BATCH_SIZE, Codec, resolve_device
-from .container import Latents, read_header
-from .errors import M2LError, ModelError
-from .evaluation import TABLE_COLUMNS, Report, compare_folders, evaluate_codec
+from .atomic import AtomicOutput
+from .audio import OutputFormat
+from .batch import BatchPlan, plan_batch
+from .codec import Codec
+from .container import SUFFIX as CONTAINER_SUFFIX
+from .container import Latents
+from .defaults import DEFAULT_BATCH_SIZE, DEFAULT_SIGMA_COND
+from .errors import M2LError
+from .evaluation import Report, compare_folders, evaluate_codec
+from .evaluation.report import DIAGNOSTIC_COLUMNS, DIAGNOSTICS_TITLE, SCORE_COLUMNS, Column
 from .files import (
-    AUDIO_SUFFIXES,
-    CONTAINER_SUFFIX,
-    STDIO,
     FileResult,
-    check_output,
     decode_files,
-    default_output,
+    decode_progress_total,
     encode_files,
+    encode_progress_total,
 )
+from .paths import STDIO, check_output, default_output
+from .runtime import resolve_device, set_threads
 from .training import TrainingPlan, export_checkpoint, make_validator
 from .training import train as run_training
-from .weights import default_model_path
+from .weights import MODEL_VARIABLE
 
 app = typer.Typer(
     add_completion=False,
@@ -43,12 +47,13 @@ app = typer.Typer(
     help="m2l: compress audio into .m2l latent containers (Music2Latent2) and back.",
 )
 console = Console(stderr=True)
+Advance = Callable[[int], None]
 
 ModelOption = Annotated[
     Path | None,
-    typer.Option("--model", "-m", envvar="M2L_MODEL", help="Weights file (.safetensors)."),
+    typer.Option("--model", "-m", envvar=MODEL_VARIABLE, help="Weights file (.safetensors)."),
 ]
-DeviceOption = Annotated[str, typer.Option(help="auto, cpu, cuda or mps.")]
+DeviceOption = Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N, mps...")]
 PrecisionOption = Annotated[str, typer.Option(help="auto, fp32, bf16 or fp16.")]
 ThreadsOption = Annotated[int | None, typer.Option(min=1, help="CPU threads.")]
 BatchOption = Annotated[
@@ -64,7 +69,8 @@ RateOption = Annotated[
     int | None, typer.Option("--sample-rate", min=1, help="Output rate (default: original).")
 ]
 FormatOption = Annotated[
-    str | None, typer.Option("--format", help="wav or flac (default: from the extension).")
+    OutputFormat | None,
+    typer.Option("--format", case_sensitive=False, help="Default: from the extension."),
 ]
 SubtypeOption = Annotated[
     str | None, typer.Option(help="Sample format, e.g. PCM_16, PCM_24, FLOAT.")
@@ -82,13 +88,10 @@ def fail(message: str) -> typer.Exit:
 def load_codec(
     model: Path | None, device: str, precision: str, threads: int | None, quiet: bool
 ) -> Codec:
-    """The codec for --model / M2L_MODEL, else the bundled default; says so if none."""
-    path = model or default_model_path()
-    if path is None:
-        raise ModelError(
-            "no model: none given and no bundled default found; pass --model PATH or set M2L_MODEL"
-        )
-    codec = Codec.load(path, device=device, precision=precision, threads=threads)
+    """The codec for --model / M2L_MODEL / the bundled default; notes an untrained one."""
+    if threads:
+        set_threads(threads)
+    codec = Codec.load(model, device=device, precision=precision)
     if not codec.trained and not quiet:
         console.print(
             f"m2l: note: model {codec.model_name} is untrained: its audio is not a real codec's",
@@ -99,7 +102,7 @@ def load_codec(
 
 
 @contextmanager
-def progress_bar(description: str, total: float | None, quiet: bool):
+def progress_bar(description: str, total: int | None, quiet: bool) -> Iterator[Advance | None]:
     """A rich progress bar on stderr, only on a terminal; yields an `advance` callback."""
     if quiet or not console.is_terminal:
         yield None
@@ -128,14 +131,6 @@ def report(results: list[FileResult]) -> int:
     return 1 if failed else 0
 
 
-def audio_info(path: str) -> soundfile._SoundFileInfo | None:
-    """The file header (duration, channels) for the progress bar; None when unreadable."""
-    try:
-        return soundfile.info(path)
-    except (soundfile.LibsndfileError, RuntimeError, OSError):
-        return None
-
-
 @app.command()
 def encode(
     source: Annotated[str, typer.Argument(metavar="IN", help="Audio file, or - for stdin.")],
@@ -154,14 +149,12 @@ def encode(
     metadata = parse_metadata(meta)
     check_output(target, force)
     codec = load_codec(model, device, precision, threads, quiet)
-    info = None if source == STDIO else audio_info(source)
-    # The encoder reports chunk-channels done; the bar counts chunk-channels too.
-    total = None
-    if info is not None:
-        chunks = math.ceil(info.duration * codec.config.sample_rate / codec.config.chunk_samples)
-        total = chunks * info.channels
+    total = encode_progress_total(codec, source)
     with progress_bar("encoding", total, quiet) as advance:
-        results = list(encode_files(codec, [(source, target)], metadata, batch_size, advance))
+        runs = encode_files(
+            codec, [(source, target)], metadata=metadata, batch_size=batch_size, progress=advance
+        )
+        results = list(runs)
     raise typer.Exit(report(results))
 
 
@@ -176,7 +169,7 @@ def decode(
     precision: PrecisionOption = "auto",
     threads: ThreadsOption = None,
     batch_size: BatchOption = DEFAULT_BATCH_SIZE,
-    sigma_cond: SigmaOption = 0.4,
+    sigma_cond: SigmaOption = DEFAULT_SIGMA_COND,
     seed: SeedOption = 0,
     sample_rate: RateOption = None,
     format_name: FormatOption = None,
@@ -185,36 +178,41 @@ def decode(
     quiet: QuietOption = False,
 ) -> None:
     """Decode an .m2l container to WAV or FLAC, at the original sample rate by default."""
-    target = output or default_output(source, ".wav")
+    target = output or default_output(source, OutputFormat.WAV.suffix)
     check_output(target, force)
     codec = load_codec(model, device, precision, threads, quiet)
-    total = _decode_steps(source)
-    with progress_bar("decoding", total, quiet) as advance:
-        results = list(
-            decode_files(
-                codec,
-                [(source, target)],
-                sigma_cond,
-                seed,
-                sample_rate,
-                format_name,
-                subtype,
-                batch_size,
-                advance,
-            )
+    with progress_bar("decoding", decode_progress_total(source), quiet) as advance:
+        pairs = [(source, target)]
+        runs = decode_pairs(
+            codec, pairs, sigma_cond, seed, sample_rate, format_name, subtype, batch_size, advance
         )
+        results = list(runs)
     raise typer.Exit(report(results))
 
 
-def _decode_steps(source: str) -> int | None:
-    """Decode progress counts steps of every channel: channels * (chunks + 1)."""
-    if source == STDIO:
-        return None
-    try:
-        header, _ = read_header(source)
-        return header["channels"] * (header["chunks"] + 1)
-    except M2LError:
-        return None
+def decode_pairs(
+    codec: Codec,
+    pairs: list[tuple[str, str]],
+    sigma_cond: float,
+    seed: int,
+    sample_rate: int | None,
+    format_name: OutputFormat | None,
+    subtype: str | None,
+    batch_size: int,
+    advance: Advance | None = None,
+) -> Iterator[FileResult]:
+    """`decode_files` with the options `decode` and `batch --decode` share."""
+    return decode_files(
+        codec,
+        pairs,
+        sigma_cond=sigma_cond,
+        seed=seed,
+        sample_rate=sample_rate,
+        format_name=format_name,
+        subtype=subtype,
+        batch_size=batch_size,
+        progress=advance,
+    )
 
 
 @app.command()
@@ -262,62 +260,41 @@ def batch(
     precision: PrecisionOption = "auto",
     threads: ThreadsOption = None,
     batch_size: BatchOption = DEFAULT_BATCH_SIZE,
-    sigma_cond: SigmaOption = 0.4,
+    sigma_cond: SigmaOption = DEFAULT_SIGMA_COND,
     seed: SeedOption = 0,
     sample_rate: RateOption = None,
     format_name: Annotated[
-        str, typer.Option("--format", help="Decode output: wav or flac.")
-    ] = "wav",
+        OutputFormat, typer.Option("--format", case_sensitive=False, help="Decode output.")
+    ] = OutputFormat.WAV,
     subtype: SubtypeOption = None,
     meta: MetaOption = None,
     force: ForceOption = False,
     quiet: QuietOption = False,
 ) -> None:
     """Encode every audio file in a folder (or decode every .m2l with --decode)."""
-    if not folder.is_dir():
-        raise fail(f"{folder}: not a folder")
-    if format_name.lower() not in ("wav", "flac"):
-        raise typer.BadParameter("choose wav or flac", param_hint="--format")
-    suffixes = {CONTAINER_SUFFIX} if decode_mode else AUDIO_SUFFIXES
-    out_suffix = f".{format_name.lower()}" if decode_mode else CONTAINER_SUFFIX
-    pairs, skipped = plan_batch(folder, output_dir, suffixes, out_suffix, force)
+    metadata = parse_metadata(meta)
+    plan = plan_batch(
+        folder, decode=decode_mode, output_dir=output_dir, format_name=format_name, force=force
+    )
     results: list[FileResult] = []
-    if pairs:
+    if plan.pairs:
         codec = load_codec(model, device, precision, threads, quiet)
         if decode_mode:
-            runs = decode_files(
-                codec, pairs, sigma_cond, seed, sample_rate, format_name, subtype, batch_size
+            runs = decode_pairs(
+                codec, plan.pairs, sigma_cond, seed, sample_rate, format_name, subtype, batch_size
             )
         else:
-            runs = encode_files(codec, pairs, parse_metadata(meta), batch_size)
-        with progress_bar(f"{len(pairs)} files", len(pairs), quiet) as advance:
+            runs = encode_files(codec, plan.pairs, metadata=metadata, batch_size=batch_size)
+        with progress_bar(f"{len(plan.pairs)} files", len(plan.pairs), quiet) as advance:
             for result in runs:
                 results.append(result)
                 if advance:
                     advance(1)
-    print_summary(results, skipped, quiet)
+    print_summary(results, plan, quiet)
     raise typer.Exit(1 if any(result.error for result in results) else 0)
 
 
-def plan_batch(
-    folder: Path, output_dir: Path | None, suffixes: set[str], out_suffix: str, force: bool
-) -> tuple[list[tuple[str, str]], list[str]]:
-    """(input, output) pairs to do, and inputs skipped because their output exists."""
-    pairs, skipped = [], []
-    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-        if path.suffix.lower() not in suffixes or path.name.startswith(".m2l-"):
-            continue
-        relative = path.relative_to(folder).with_suffix(out_suffix)
-        target = (output_dir / relative) if output_dir else path.with_suffix(out_suffix)
-        if target.exists() and not force:
-            skipped.append(str(path))
-            continue
-        target.parent.mkdir(parents=True, exist_ok=True)
-        pairs.append((str(path), str(target)))
-    return pairs, skipped
-
-
-def print_summary(results: list[FileResult], skipped: list[str], quiet: bool) -> None:
+def print_summary(results: list[FileResult], plan: BatchPlan, quiet: bool) -> None:
     """A table of every file's outcome, then one line of totals (on stderr)."""
     failed = [result for result in results if result.error]
     if not quiet:
@@ -328,14 +305,14 @@ def print_summary(results: list[FileResult], skipped: list[str], quiet: bool) ->
             status = "[red]failed[/red]" if result.error else "[green]ok[/green]"
             detail = result.error or result.target
             table.add_row(result.source, status, f"{result.seconds:.1f}", detail)
-        for path in skipped:
+        for path in plan.skipped:
             table.add_row(path, "[yellow]skipped[/yellow]", "", "output exists (use --force)")
         console.print(table)
     else:
         for result in failed:
             console.print(f"m2l: error: {result.error}", markup=False, highlight=False)
     done = len(results) - len(failed)
-    console.print(f"{done} ok, {len(failed)} failed, {len(skipped)} skipped", highlight=False)
+    console.print(f"{done} ok, {len(failed)} failed, {len(plan.skipped)} skipped", highlight=False)
 
 
 @app.command()
@@ -361,9 +338,7 @@ def train(
     ema_warmup: Annotated[
         bool | None, typer.Option("--ema-warmup/--no-ema-warmup", help="Warm the EMA up.")
     ] = None,
-    sigma_sampling: Annotated[
-        str | None, typer.Option(help="time-weighted or lognormal.")
-    ] = None,
+    sigma_sampling: Annotated[str | None, typer.Option(help="time-weighted or lognormal.")] = None,
     curriculum: Annotated[str | None, typer.Option(help="staged or exponential.")] = None,
     curriculum_stages: Annotated[int | None, typer.Option(min=1)] = None,
     consistency_precision: Annotated[
@@ -401,14 +376,25 @@ def train(
     settings it started with; only the worker count and how often it logs, validates
     and saves can be changed."""
     if threads:
-        torch.set_num_threads(threads)
+        set_threads(threads)
     given = dict(
-        preset=preset_name, batch_size=batch_size, total_steps=total_steps,
-        learning_rate=learning_rate, ema_decay=ema_decay, ema_warmup=ema_warmup,
-        sigma_sampling=sigma_sampling, curriculum=curriculum,
-        curriculum_stages=curriculum_stages, consistency_precision=consistency_precision,
-        zero_init_head=zero_init_head, seed=seed, precision=precision, workers=workers,
-        log_every=log_every, validate_every=validate_every, checkpoint_every=checkpoint_every,
+        preset=preset_name,
+        batch_size=batch_size,
+        total_steps=total_steps,
+        learning_rate=learning_rate,
+        ema_decay=ema_decay,
+        ema_warmup=ema_warmup,
+        sigma_sampling=sigma_sampling,
+        curriculum=curriculum,
+        curriculum_stages=curriculum_stages,
+        consistency_precision=consistency_precision,
+        zero_init_head=zero_init_head,
+        seed=seed,
+        precision=precision,
+        workers=workers,
+        log_every=log_every,
+        validate_every=validate_every,
+        checkpoint_every=checkpoint_every,
     )
     switches = dict(frequency_scaling=frequency_scaling, summary_index_embedding=summary_index)
     try:
@@ -427,9 +413,17 @@ def train(
             )
 
     trainer = run_training(
-        data, run, settings=plan.settings, model_config=plan.model_config, steps=steps,
-        device=resolve_device(device), resume=resume, on_log=show, validate=validator,
-        initial_weights=init, routine=plan.routine,
+        data,
+        run,
+        settings=plan.settings,
+        model_config=plan.model_config,
+        steps=steps,
+        device=resolve_device(device),
+        resume=resume,
+        on_log=show,
+        validate=validator,
+        initial_weights=init,
+        routine=plan.routine,
     )
     console.print(f"m2l: checkpoint at step {trainer.step} in {run}", highlight=False)
 
@@ -460,46 +454,68 @@ def evaluate(
     device: DeviceOption = "auto",
     precision: PrecisionOption = "auto",
     threads: ThreadsOption = None,
-    sigma_cond: SigmaOption = 0.4,
+    sigma_cond: SigmaOption = DEFAULT_SIGMA_COND,
     seed: SeedOption = 0,
     max_seconds: Annotated[float | None, typer.Option(min=0.1, help="Crop each file.")] = None,
     offset: Annotated[float, typer.Option(min=0.0, help="Crop start, seconds.")] = 0.0,
     visqol: Annotated[bool, typer.Option(help="Also compute ViSQOL (slow; m2l_cli[eval]).")] = True,
     json_path: Annotated[Path | None, typer.Option("--json", help="Write the report here.")] = None,
+    force: ForceOption = False,
     quiet: QuietOption = False,
 ) -> None:
-    """Objective metrics (SI-SDR, log-mel, multi-resolution STFT, ViSQOL), with the
-    equal-budget naive 689 Hz codec as the reference row."""
+    """Objective metrics (SI-SDR, log-mel, multi-resolution STFT, ViSQOL) and diagnostics
+    (loudness, level per band, chunk-boundary ticks), with the equal-budget naive 689 Hz
+    codec as the reference row."""
     if len(paths) not in (1, 2):
         raise typer.BadParameter("give REF_DIR TEST_DIR, or one folder with --model")
+    if json_path:
+        check_output(str(json_path), force)
     if len(paths) == 2:
-        report = compare_folders(paths[0], paths[1], visqol, max_seconds)
+        result = compare_folders(paths[0], paths[1], use_visqol=visqol, max_seconds=max_seconds)
     else:
         codec = load_codec(model, device, precision, threads, quiet)
-        report = evaluate_codec(codec, paths[0], sigma_cond, seed, max_seconds, offset, visqol)
-    print_report(report)
+        result = evaluate_codec(
+            codec,
+            paths[0],
+            sigma_cond=sigma_cond,
+            seed=seed,
+            max_seconds=max_seconds,
+            offset=offset,
+            use_visqol=visqol,
+        )
+    print_report(result)
     if json_path:
-        json_path.write_text(report.to_json())
-    raise typer.Exit(1 if report.errors else 0)
+        with AtomicOutput(json_path) as temporary:
+            temporary.write_text(result.to_json())
+    raise typer.Exit(1 if result.errors else 0)
 
 
-def print_report(report: Report) -> None:
-    """Per-file tables for every system, then the means side by side (on stderr)."""
-    for system in report.systems:
-        table = Table(title=system)
-        for column in TABLE_COLUMNS:
-            table.add_column(column)
-        for row in report.table_rows(system):
-            table.add_row(*row)
-        console.print(table)
-    summary = Table(title="means")
-    for column in ("system", *TABLE_COLUMNS[1:]):
-        summary.add_column(column)
-    for row in report.summary_rows():
-        summary.add_row(*row)
-    console.print(summary)
-    for line in report.errors + [f"no partner: {name}" for name in report.missing_test]:
+def print_report(result: Report) -> None:
+    """Per system, a table of scores and one of diagnostics for every file; then the
+    means of both side by side (on stderr)."""
+    tables = ((SCORE_COLUMNS, ""), (DIAGNOSTIC_COLUMNS, f": {DIAGNOSTICS_TITLE}"))
+    for system in result.systems:
+        for columns, subtitle in tables:
+            rows = result.table_rows(system, columns)
+            _print_table(f"{system}{subtitle}", "file", columns, rows)
+    for columns, subtitle in tables:
+        _print_table(f"means{subtitle}", "system", columns, result.summary_rows(columns))
+    for line in result.errors + [f"no partner: {name}" for name in result.missing_test]:
         console.print(f"m2l: {line}", markup=False, highlight=False)
+
+
+def _print_table(
+    title: str, first: str, columns: tuple[Column, ...], rows: list[tuple[str, ...]]
+) -> None:
+    """A table headed `first` and the columns' titles, on stderr (no vertical lines, so
+    ten columns fit 80 characters)."""
+    table = Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
+    table.add_column(first, overflow="fold")
+    for column in columns:
+        table.add_column(column.title, no_wrap=True)
+    for row in rows:
+        table.add_row(*row)
+    console.print(table)
 
 
 def version_callback(value: bool) -> None:

@@ -1,73 +1,33 @@
 """The Python API: a loaded model plus the encode and decode loops around it.
 
-codec = Codec.load("model.safetensors")
-latents = codec.encode(waveform, sample_rate)        # [channels, samples] float
-latents.save("song.m2l")
+codec = Codec.load("model.safetensors")              # or Codec.load(): $M2L_MODEL, else
+latents = codec.encode(waveform, sample_rate)        # the bundled model
+latents.save("song.m2l")                             # waveform: [channels, samples]
 audio = codec.decode(Latents.load("song.m2l"))        # at the original rate
 """
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable, Iterable, Iterator
 from functools import cached_property
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
 from ._version import __version__
 from .config import ModelConfig, preset
-from .container import Latents
-from .decoding import DecodeJob, Decoder
-from .encoding import ArraySource, EncodedStream, EncodeJob, encode_jobs
+from .container import Latents, check_model
+from .decoding import DecodeJob, DecodeScheduler
+from .defaults import DEFAULT_BATCH_SIZE, DEFAULT_SIGMA_COND
+from .encoding import ArraySource, EncodedStream, EncodeJob, encode_jobs, progress_total
 from .errors import M2LError, ModelError
+from .inference import ModelRunner
 from .model import Music2Latent2
+from .runtime import AUTO, resolve_device, resolve_precision
 from .spectral import SpectralTransform
-from .weights import file_metadata, model_id_of, read_weights, serialize
-
-DEFAULT_BATCH_SIZE = 16
-PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-def resolve_device(name: str = "auto") -> torch.device:
-    """'auto' picks CUDA, then MPS, then the CPU; a named device must exist."""
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    available = {
-        "cpu": True,
-        "cuda": torch.cuda.is_available(),
-        "mps": torch.backends.mps.is_available(),
-    }
-    if name not in available:
-        raise M2LError(f"unknown device {name!r}; choose auto, cpu, cuda or mps")
-    if not available[name]:
-        raise M2LError(f"device {name} is not available on this machine")
-    return torch.device(name)
-
-
-def cpu_has_fast_bf16() -> bool:
-    """True when the CPU computes bfloat16 natively (AVX512-BF16 or AMX)."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
-def resolve_precision(name: str, device: torch.device) -> str:
-    """'auto': half precision on a GPU, bf16 on a CPU that has it, else fp32."""
-    if name == "auto":
-        if device.type in ("cuda", "mps"):
-            return "fp16"
-        return "bf16" if cpu_has_fast_bf16() else "fp32"
-    if name not in PRECISIONS:
-        raise M2LError(f"unknown precision {name!r}; choose auto, fp32, bf16 or fp16")
-    return name
+from .weights import file_metadata, find_model, model_id_of, read_weights, serialize
 
 
 class Codec:
@@ -77,17 +37,14 @@ class Codec:
         self,
         model: Music2Latent2,
         model_name: str,
+        *,
         model_id: str | None = None,
         trained: bool = True,
-        device: str = "auto",
-        precision: str = "auto",
-        threads: int | None = None,
+        device: str | torch.device = AUTO,
+        precision: str = AUTO,
     ) -> None:
-        if threads:
-            torch.set_num_threads(threads)
-        self.device = resolve_device(device)
-        self.precision = resolve_precision(precision, self.device)
-        self.model = model.eval().to(self.device, memory_format=torch.channels_last)
+        chosen = resolve_device(device)
+        self.runner = ModelRunner(model, chosen, resolve_precision(precision, chosen))
         self.model_name = model_name
         self.trained = trained
         if model_id is not None:
@@ -95,33 +52,54 @@ class Codec:
         self.transform = SpectralTransform(model.config)
 
     @property
+    def model(self) -> Music2Latent2:
+        return self.runner.model
+
+    @property
+    def device(self) -> torch.device:
+        return self.runner.device
+
+    @property
+    def precision(self) -> str:
+        """The resolved precision: 'fp32', 'bf16' or 'fp16'."""
+        return self.runner.precision
+
+    @property
     def config(self) -> ModelConfig:
         return self.model.config
 
     @cached_property
     def model_id(self) -> str:
-        """sha256 prefix of the weights file these weights save to."""
+        """The id written into the latents this codec makes (see `weights`): for a loaded
+        codec, the id of the file it was loaded from, which covers the tensors as stored
+        there (float32, or float16 after `save(path, torch.float16)`); for a created one,
+        the id of its float32 weights, the id `save(path)` returns. A float16 save of the
+        same weights has another id, and a codec loaded from it carries that one."""
         metadata = file_metadata(self.model, self.model_name, self.trained)
         return model_id_of(self.model.state_dict(), metadata)
 
     @classmethod
-    def load(cls, path: str | Path, **options) -> Codec:
-        """Loads a safetensors weights file (options: device, precision, threads)."""
-        model, metadata, model_id = read_weights(path)
+    def load(cls, path: str | Path | None = None, **options: Any) -> Codec:
+        """Loads a safetensors weights file: `path`, else the one $M2L_MODEL names, else
+        the bundled default model (options: device, precision)."""
+        model, metadata, model_id = read_weights(find_model(path))
         name = metadata.get("model_name", model.config.name)
-        return cls(model, name, model_id, metadata.get("trained") != "no", **options)
+        trained = metadata.get("trained") != "no"
+        return cls(model, name, model_id=model_id, trained=trained, **options)
 
     @classmethod
     def create(
-        cls, preset_name: str = "small", seed: int = 0, name: str | None = None, **options
+        cls, preset_name: str = "small", *, seed: int = 0, name: str | None = None, **options: Any
     ) -> Codec:
-        """A new, untrained model: for training and tests, never for coding audio."""
+        """A new, untrained model: for training and tests, never for coding audio. The
+        weights come from `seed`; the global random state is left as it was."""
         try:
             config = preset(preset_name)
         except ValueError as error:
             raise ModelError(str(error)) from None
-        torch.manual_seed(seed)
-        model = Music2Latent2(config)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            model = Music2Latent2(config)
         return cls(model, name or f"{config.name}-untrained", trained=False, **options)
 
     def save(self, path: str | Path, dtype: torch.dtype | None = None) -> str:
@@ -130,80 +108,33 @@ class Codec:
         Path(path).write_bytes(data)
         return model_id
 
-    def autocast(self) -> contextlib.AbstractContextManager:
-        dtype = PRECISIONS[self.precision]
-        enabled = dtype != torch.float32
-        return torch.autocast(self.device.type, dtype=dtype, enabled=enabled)
+    # Streams of inputs.
+    def encode_progress_total(self, frames: int, sample_rate: int, channels: int) -> int:
+        """The progress units `encode_jobs` reports for such an input."""
+        return progress_total(frames, sample_rate, channels, self.config)
 
-    # Model calls, batched; inputs and outputs on the CPU.
-    def _encode_batch(self, spectrograms: torch.Tensor) -> torch.Tensor:
-        x = spectrograms.to(self.device).contiguous(memory_format=torch.channels_last)
-        with torch.inference_mode(), self.autocast():
-            return self.model.encoder(x).float().cpu()
-
-    @cached_property
-    def chunks_per_call(self) -> int:
-        """On a CPU, how many chunks one call may hold so its finest feature maps stay
-        within ~16 MiB (cache-sized: bigger batches ran slower there). Unlimited on GPUs."""
-        if self.device.type != "cpu":
-            return 1 << 30
-        frequency, time = self.config.level_grids[0]
-        bytes_per_chunk = self.config.channels[0] * frequency * time * 4
-        return max(1, (16 << 20) // bytes_per_chunk)
-
-    def _decode_features(self, latents: torch.Tensor) -> list[torch.Tensor]:
-        pieces = []
-        with torch.inference_mode(), self.autocast():
-            for part in latents.split(self.chunks_per_call):
-                pieces.append(self.model.decoder(part.to(self.device)))
-        if len(pieces) == 1:
-            return pieces[0]
-        return [torch.cat(levels) for levels in zip(*pieces, strict=True)]
-
-    def _denoise(
-        self, x: torch.Tensor, sigma: torch.Tensor, features: list[torch.Tensor]
-    ) -> torch.Tensor:
-        slots = x.shape[1]
-        rows = max(1, self.chunks_per_call // slots)
-        outputs = []
-        with torch.inference_mode(), self.autocast():
-            for start in range(0, x.shape[0], rows):
-                part = slice(start, start + rows)
-                part_features = [
-                    level[start * slots : (start + rows) * slots] for level in features
-                ]
-                output = self.model.consistency(
-                    x[part].to(self.device), sigma[part].to(self.device), part_features
-                )
-                outputs.append(output.float().cpu())
-        return torch.cat(outputs)
-
-    def _analyse(self, window: np.ndarray) -> torch.Tensor:
-        return self.transform.analyse(torch.from_numpy(window))
-
-    # Streams of files.
     def encode_jobs(
         self,
         jobs: Iterable[EncodeJob],
+        *,
         batch_size: int = DEFAULT_BATCH_SIZE,
-        progress: Callable[[float], None] | None = None,
+        progress: Callable[[int], None] | None = None,
     ) -> Iterator[tuple[EncodeJob, Latents | M2LError]]:
-        """Encodes many inputs, batching chunks across them; yields each as it finishes."""
-        config = self.config
+        """Encodes many inputs, batching chunks across them; yields each as it finishes.
+        `progress` gets the chunk-channels done (`encode_progress_total` per input)."""
         streams = encode_jobs(
             jobs,
-            self._analyse,
-            self._encode_batch,
-            config.sample_rate,
-            config.chunk_samples,
-            self.transform.context,
-            batch_size,
-            progress,
+            config=self.config,
+            transform=self.transform,
+            encode=self.runner.encode,
+            batch_size=batch_size,
+            progress=progress,
         )
         for stream in streams:
             yield stream.job, stream.error or self._latents(stream)
 
     def _latents(self, stream: EncodedStream) -> Latents:
+        assert stream.source is not None and stream.reader is not None
         return Latents(
             values=stream.values().astype(np.float16),
             model_id=self.model_id,
@@ -220,27 +151,32 @@ class Codec:
     def decode_jobs(
         self,
         jobs: Iterable[DecodeJob],
-        sigma_cond: float = 0.4,
+        *,
+        sigma_cond: float = DEFAULT_SIGMA_COND,
         batch_size: int = DEFAULT_BATCH_SIZE,
         progress: Callable[[int], None] | None = None,
     ) -> Iterator[tuple[DecodeJob, M2LError | None]]:
-        """Decodes many containers, stepping all of them together; yields each when written."""
-        decoder = Decoder(self.config, self._decode_features, self._denoise, sigma_cond, batch_size)
-        return decoder.run(jobs, progress)
+        """Decodes many containers, stepping all of them together; yields each when written.
+        `progress` gets the channels of each step (`decoding.progress_total` per file)."""
+        scheduler = DecodeScheduler(
+            self.config,
+            decode_features=self.runner.decode_features,
+            denoise=self.runner.denoise,
+            sigma_cond=sigma_cond,
+            batch_size=batch_size,
+        )
+        return scheduler.run(jobs, progress)
 
     def check_latents(self, latents: Latents, name: str = "latents") -> None:
         """Refuses latents made by another model (compared by model id)."""
-        if latents.model_id != self.model_id:
-            raise ModelError(
-                f"{name}: latents were made by model {latents.model_id} ({latents.model_name}), "
-                f"but the loaded model is {self.model_id} ({self.model_name})"
-            )
+        check_model(name, latents.model_id, latents.model_name, self.model_id)
 
     # One waveform in memory.
     def encode(
         self,
         waveform: np.ndarray | torch.Tensor,
         sample_rate: int,
+        *,
         metadata: dict[str, str] | None = None,
         batch_size: int = DEFAULT_BATCH_SIZE,
     ) -> Latents:
@@ -250,7 +186,7 @@ class Codec:
         if array.ndim != 2 or array.shape[1] == 0:
             raise M2LError("waveform must be [channels, samples] with at least one sample")
         job = EncodeJob(lambda: ArraySource(array, int(sample_rate)), "<array>", metadata or {})
-        _, result = next(self.encode_jobs([job], batch_size))
+        _, result = next(self.encode_jobs([job], batch_size=batch_size))
         if isinstance(result, M2LError):
             raise result
         return result
@@ -258,7 +194,8 @@ class Codec:
     def decode(
         self,
         latents: Latents,
-        sigma_cond: float = 0.4,
+        *,
+        sigma_cond: float = DEFAULT_SIGMA_COND,
         seed: int = 0,
         sample_rate: int | None = None,
         batch_size: int = DEFAULT_BATCH_SIZE,
@@ -267,7 +204,7 @@ class Codec:
         self.check_latents(latents)
         blocks: list[np.ndarray] = []
         job = DecodeJob(latents, blocks.append, "<latents>", sample_rate, seed)
-        for _, error in self.decode_jobs([job], sigma_cond, batch_size):
+        for _, error in self.decode_jobs([job], sigma_cond=sigma_cond, batch_size=batch_size):
             if error is not None:
                 raise error
         if not blocks:

@@ -20,6 +20,7 @@ import numpy as np
 from m2l_cli._version import __version__
 from m2l_cli.errors import ContainerError, ModelError
 
+SUFFIX = ".m2l"
 MAGIC = b"M2L\x1a"
 VERSION = (1, 0)  # (major, minor): readers refuse another major, accept any minor
 PREAMBLE = struct.Struct("<4sBBI")  # magic, major, minor, header length
@@ -139,12 +140,13 @@ def _parse_header(raw: bytes, header_len: int, name: str) -> dict:
     return header
 
 
-def _check_model(header: dict, expected_model_id: str | None, name: str) -> None:
-    """Refuse latents made by another model than the one that will decode them."""
-    if expected_model_id is not None and header["model_id"] != expected_model_id:
+def check_model(name: str, model_id: str, model_name: str, expected_model_id: str) -> None:
+    """Refuses latents made by model `model_id` (`model_name`) when the model that
+    will decode them is `expected_model_id`."""
+    if model_id != expected_model_id:
         raise ModelError(
-            f"{name}: latents were made by model {header['model_id']} "
-            f"({header['model_name']}), but the loaded model is {expected_model_id}"
+            f"{name}: latents were made by model {model_id} ({model_name}), "
+            f"but the loaded model is {expected_model_id}"
         )
 
 
@@ -286,7 +288,8 @@ class Latents:
         header = _parse_header(data[PREAMBLE.size : PREAMBLE.size + header_len], header_len, name)
         offset = PREAMBLE.size + header_len
         payload = _payload(data, offset, header, name)
-        _check_model(header, expected_model_id, name)
+        if expected_model_id is not None:
+            check_model(name, header["model_id"], header["model_name"], expected_model_id)
         shape = (
             header["chunks"],
             header["channels"],

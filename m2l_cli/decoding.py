@@ -14,17 +14,38 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from enum import Enum
 
 import numpy as np
 import torch
 
-from .audio import Resampler
 from .config import ModelConfig
 from .container import Latents
 from .errors import M2LError
+from .resampling import Resampler
 from .spectral import OverlapAdd, SpectralTransform
 
 Features = list[torch.Tensor]
+
+
+class Phase(Enum):
+    """The three kinds of decode step (see the module docstring)."""
+
+    FIRST = "first"
+    MIDDLE = "middle"
+    LAST = "last"
+
+
+def steps_per_stream(chunks: int) -> int:
+    """Model steps that decode a stream of `chunks` chunks: one per chunk plus the last
+    chunk's refinement; none without chunks."""
+    return chunks + 1 if chunks else 0
+
+
+def progress_total(channels: int, chunks: int) -> int:
+    """The progress units `DecodeScheduler.run` reports for a file: its channels at
+    every step."""
+    return channels * steps_per_stream(chunks)
 
 
 @dataclass(eq=False)
@@ -38,8 +59,9 @@ class DecodeJob:
     seed: int = 0
 
 
-class OutputLength:
-    """Resamples model-rate audio to the output rate and cuts/pads to the exact length."""
+class OutputWriter:
+    """Writes a job's audio: resamples model-rate samples to the output rate and cuts or
+    pads them to the exact original length."""
 
     def __init__(self, job: DecodeJob, model_rate: int) -> None:
         latents = job.latents
@@ -70,7 +92,7 @@ class StreamState:
     latents: torch.Tensor  # [channels, chunks, K, D]
     generator: torch.Generator
     overlap_add: OverlapAdd
-    output: OutputLength
+    output: OutputWriter
     step: int = 0
     features: dict[int, Features] = field(default_factory=dict)
     estimate: torch.Tensor | None = None  # first estimate of the chunk before `step`
@@ -83,27 +105,32 @@ class StreamState:
     def chunks(self) -> int:
         return self.latents.shape[1]
 
-    def phase(self) -> str:
+    @property
+    def done(self) -> bool:
+        return self.step >= steps_per_stream(self.chunks)
+
+    def phase(self) -> Phase:
         if self.step == 0:
-            return "first"
-        return "last" if self.step == self.chunks else "middle"
+            return Phase.FIRST
+        return Phase.LAST if self.step == self.chunks else Phase.MIDDLE
 
     def needed_chunks(self) -> list[int]:
         phase = self.phase()
-        if phase == "first":
+        if phase is Phase.FIRST:
             return [0]
-        return [self.step - 1] if phase == "last" else [self.step - 1, self.step]
+        return [self.step - 1] if phase is Phase.LAST else [self.step - 1, self.step]
 
     def noise(self, shape: torch.Size) -> torch.Tensor:
         return torch.randn((self.channels, *shape), generator=self.generator)
 
 
-class Decoder:
-    """Drives the model's decoder and consistency model over many files."""
+class DecodeScheduler:
+    """Drives the model's decoder and consistency model over many files, step by step."""
 
     def __init__(
         self,
         config: ModelConfig,
+        *,
         decode_features: Callable[[torch.Tensor], Features],
         denoise: Callable[[torch.Tensor, torch.Tensor, Features], torch.Tensor],
         sigma_cond: float,
@@ -124,14 +151,15 @@ class Decoder:
             latents=torch.from_numpy(job.latents.values.astype(np.float32)),
             generator=generator,
             overlap_add=OverlapAdd(self.transform, (job.latents.channels,)),
-            output=OutputLength(job, self.config.sample_rate),
+            output=OutputWriter(job, self.config.sample_rate),
         )
 
     def run(
         self, jobs: Iterable[DecodeJob], progress: Callable[[int], None] | None = None
     ) -> Iterator[tuple[DecodeJob, M2LError | None]]:
-        """Decodes every job; yields (job, None) when written, (job, error) if it failed."""
-        queue, active = iter(jobs), []
+        """Decodes every job; yields (job, None) when written, (job, error) if it failed.
+        `progress` gets each step's channels (`progress_total` per file in all)."""
+        queue, active = iter(jobs), list[StreamState]()
         while True:
             admitted, empty = self._admit(queue, sum(state.channels for state in active))
             active += admitted
@@ -141,7 +169,7 @@ class Decoder:
             for state, error in self._step(active):
                 if progress and error is None:
                     progress(state.channels)
-                if error is not None or state.step > state.chunks:
+                if error is not None or state.done:
                     active.remove(state)
                     yield state.job, error
 
@@ -157,7 +185,7 @@ class Decoder:
                 break
             if job.latents.chunks == 0:
                 silence = np.zeros((job.latents.channels, 0), np.float32)
-                OutputLength(job, self.config.sample_rate).push(silence, last=True)
+                OutputWriter(job, self.config.sample_rate).push(silence, last=True)
                 empty.append(job)
                 continue
             admitted.append(self.start(job))
@@ -166,7 +194,7 @@ class Decoder:
 
     def _step(self, active: list[StreamState]) -> Iterator[tuple[StreamState, M2LError | None]]:
         self._fill_features(active)
-        for phase in ("first", "middle", "last"):
+        for phase in Phase:
             group = [state for state in active if state.phase() == phase]
             if group:
                 yield from self._run_group(phase, group)
@@ -197,7 +225,7 @@ class Decoder:
                 offset += state.channels
 
     def _run_group(
-        self, phase: str, group: list[StreamState]
+        self, phase: Phase, group: list[StreamState]
     ) -> Iterator[tuple[StreamState, M2LError | None]]:
         noisy, sigmas, features = [], [], []
         for state in group:
@@ -220,25 +248,26 @@ class Decoder:
                 continue
             yield state, None
 
-    def _inputs(self, phase: str, state: StreamState) -> tuple[torch.Tensor, torch.Tensor]:
+    def _inputs(self, phase: Phase, state: StreamState) -> tuple[torch.Tensor, torch.Tensor]:
         """Noisy input [channels, slots, 2, F, T] and noise levels [channels, slots]."""
         high, cond = self.config.sigma_max, self.sigma_cond
-        if phase == "first":
+        if phase is Phase.FIRST:
             x = (high * state.noise(self.chunk_shape))[:, None]
             return x, torch.full((state.channels, 1), high)
+        assert state.estimate is not None, "a step after the first has a first estimate"
         left = state.estimate + cond * state.noise(self.chunk_shape)
-        if phase == "last":
+        if phase is Phase.LAST:
             return left[:, None], torch.full((state.channels, 1), cond)
         right = high * state.noise(self.chunk_shape)
         sigma = torch.tensor([cond, high]).expand(state.channels, 2)
         return torch.stack([left, right], 1), sigma
 
-    def _advance(self, phase: str, state: StreamState, output: torch.Tensor) -> None:
+    def _advance(self, phase: Phase, state: StreamState, output: torch.Tensor) -> None:
         """Keeps the refined chunk (written out) and the new first estimate."""
-        if phase != "first":
+        if phase is not Phase.FIRST:
             samples = state.overlap_add.push(output[:, 0]).numpy()
             state.output.push(samples)
-        state.estimate = output[:, -1] if phase != "last" else None
+        state.estimate = output[:, -1] if phase is not Phase.LAST else None
         state.step += 1
-        if state.step > state.chunks:
+        if state.done:
             state.output.push(state.overlap_add.finish().numpy(), last=True)

@@ -7,24 +7,35 @@ memory stays flat however long (or however many) the inputs are.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import closing
 from dataclasses import dataclass, field
 from typing import Protocol
 
 import numpy as np
 import torch
 
-from .audio import Resampler
+from .config import ModelConfig
+from .container import expected_chunks
 from .errors import AudioError, M2LError
+from .resampling import Resampler
+from .spectral import SpectralTransform
 
 
 class SampleSource(Protocol):
     """What the encoder reads: an AudioSource, or an array wrapped as one."""
 
-    name: str
-    sample_rate: int
-    channels: int
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def sample_rate(self) -> int: ...
+
+    @property
+    def channels(self) -> int: ...
 
     def blocks(self) -> Iterator[np.ndarray]: ...
+
+    def close(self) -> None: ...
 
 
 @dataclass(eq=False)
@@ -41,6 +52,9 @@ class ArraySource:
 
     def blocks(self) -> Iterator[np.ndarray]:
         yield self.waveform
+
+    def close(self) -> None:
+        """Nothing to release."""
 
 
 class ChunkReader:
@@ -99,6 +113,7 @@ class EncodedStream:
 
     def values(self) -> np.ndarray:
         """[channels, chunks, K, latent_dim] float32."""
+        assert self.source is not None, "values of a stream that was never opened"
         channels = self.source.channels
         chunks = len(self.latents) // channels
         rows = [
@@ -114,7 +129,7 @@ class BatchEncoder:
         self,
         run: Callable[[torch.Tensor], torch.Tensor],
         batch_size: int,
-        progress: Callable[[float], None] | None,
+        progress: Callable[[int], None] | None,
     ) -> None:
         self.run, self.batch_size, self.progress = run, batch_size, progress
         self.pending: list[tuple[EncodedStream, int, int, torch.Tensor]] = []
@@ -146,29 +161,32 @@ class BatchEncoder:
         self.pending = [item for item in self.pending if item[0] is not stream]
 
 
+def progress_total(frames: int, sample_rate: int, channels: int, config: ModelConfig) -> int:
+    """The progress units `encode_jobs` reports for an input of `frames` frames at
+    `sample_rate`: one per chunk and channel (the count of chunks is estimated from the
+    resampled length, so it may be off by one when the rates differ)."""
+    model_frames = round(frames * config.sample_rate / sample_rate)
+    return expected_chunks(model_frames, config.chunk_samples) * channels
+
+
 def encode_jobs(
     jobs: Iterable[EncodeJob],
-    analyse: Callable[[np.ndarray], torch.Tensor],
-    run: Callable[[torch.Tensor], torch.Tensor],
-    model_rate: int,
-    chunk: int,
-    context: int,
+    *,
+    config: ModelConfig,
+    transform: SpectralTransform,
+    encode: Callable[[torch.Tensor], torch.Tensor],
     batch_size: int,
-    progress: Callable[[float], None] | None = None,
+    progress: Callable[[int], None] | None = None,
 ) -> Iterator[EncodedStream]:
-    """Encodes every job, yielding each stream (finished or failed) as soon as it is done."""
-    encoder = BatchEncoder(run, batch_size, progress)
+    """Encodes every job, yielding each stream (finished or failed) as soon as it is done.
+    `encode` maps spectrograms [n, 2, F, T] to latents; `progress` gets chunk-channels."""
+    encoder = BatchEncoder(encode, batch_size, progress)
     streams: list[EncodedStream] = []
     for job in jobs:
         stream = EncodedStream(job)
         streams.append(stream)
         try:
-            stream.source = job.open()
-            stream.reader = ChunkReader(stream.source, model_rate, chunk, context)
-            for index, window in enumerate(stream.reader):
-                encoder.add(stream, index, analyse(window))
-            if stream.reader.input_samples == 0:
-                raise AudioError(f"{job.name}: contains no audio samples")
+            _read(stream, encoder, config, transform)
         except M2LError as error:
             stream.error = error
             encoder.drop(stream)
@@ -176,6 +194,21 @@ def encode_jobs(
         yield from _finished(streams)
     encoder.flush()
     yield from _finished(streams)
+
+
+def _read(
+    stream: EncodedStream, encoder: BatchEncoder, config: ModelConfig, transform: SpectralTransform
+) -> None:
+    """Opens the job's input, queues all its chunks, and closes it (on errors too)."""
+    with closing(stream.job.open()) as source:
+        stream.source = source
+        stream.reader = ChunkReader(
+            source, config.sample_rate, config.chunk_samples, transform.context
+        )
+        for index, window in enumerate(stream.reader):
+            encoder.add(stream, index, transform.analyse(torch.from_numpy(window)))
+    if stream.reader.input_samples == 0:
+        raise AudioError(f"{stream.job.name}: contains no audio samples")
 
 
 def _finished(streams: list[EncodedStream]) -> Iterator[EncodedStream]:

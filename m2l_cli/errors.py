@@ -15,3 +15,7 @@ class ContainerError(M2LError):
 
 class ModelError(M2LError):
     """Weights are missing, malformed, or do not match what is asked of them."""
+
+
+class EvaluationError(M2LError):
+    """Two recordings cannot be compared (channels, length, missing folder)."""

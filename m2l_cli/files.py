@@ -1,98 +1,24 @@
-"""Files on disk: output naming, atomic writes, and the file-to-file encode/decode jobs
-that the CLI (and any script) runs. An output is written to a temporary file beside it
-and renamed when complete, so an error or Ctrl-C never leaves a partial file."""
+"""File-to-file encode and decode jobs, which the CLI (and any script) runs: many files
+batched together, every output written atomically, one result per file."""
 
 from __future__ import annotations
 
-import os
-import shutil
 import sys
-import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
+from functools import partial
 
-import soundfile
-
-from .audio import AudioSink, AudioSource, output_format
+from .atomic import AtomicOutput
+from .audio import AudioSink, AudioSource, OutputFormat, audio_info, output_format
 from .codec import Codec
-from .container import Latents
-from .decoding import DecodeJob
+from .container import Latents, read_header
+from .decoding import DecodeJob, progress_total
+from .defaults import DEFAULT_BATCH_SIZE, DEFAULT_SIGMA_COND
 from .encoding import EncodeJob
-from .errors import AudioError, M2LError
+from .errors import M2LError
+from .paths import STDIO
 
-STDIO = "-"
-AUDIO_SUFFIXES = {
-    ".wav",
-    ".flac",
-    ".ogg",
-    ".oga",
-    ".opus",
-    ".mp3",
-    ".aiff",
-    ".aif",
-    ".aifc",
-    ".w64",
-    ".caf",
-}
-CONTAINER_SUFFIX = ".m2l"
-
-
-def default_output(source: str, suffix: str) -> str:
-    """IN beside itself with the other extension; stdin goes to stdout."""
-    return STDIO if source == STDIO else str(Path(source).with_suffix(suffix))
-
-
-def check_output(target: str, force: bool) -> None:
-    """Refuses to overwrite an existing output without `force`."""
-    if target == STDIO:
-        return
-    path = Path(target)
-    if path.is_dir():
-        raise M2LError(f"{target}: is a directory")
-    if path.exists() and not force:
-        raise M2LError(f"{target}: already exists (use --force to overwrite)")
-    if not path.parent.exists():
-        raise M2LError(f"{target}: folder {path.parent} does not exist")
-
-
-class AtomicOutput:
-    """A temporary file beside `target` that becomes `target` only on `commit`.
-
-    Used as a context manager it commits on success and discards on any error
-    (Ctrl-C included). `-` means stdout: the data are copied there on commit.
-    """
-
-    def __init__(self, target: str) -> None:
-        self.target = target
-        folder = Path(tempfile.gettempdir()) if target == STDIO else Path(target).parent
-        handle, name = tempfile.mkstemp(prefix=".m2l-", suffix=".part", dir=folder)
-        os.close(handle)
-        self.path = Path(name)
-        umask = os.umask(0)
-        os.umask(umask)
-        self.path.chmod(0o666 & ~umask)  # mkstemp makes 0600; outputs get the usual mode
-
-    def commit(self) -> None:
-        if self.target == STDIO:
-            with self.path.open("rb") as stream:
-                shutil.copyfileobj(stream, sys.stdout.buffer)
-            sys.stdout.buffer.flush()
-            self.discard()
-        else:
-            os.replace(self.path, self.target)
-
-    def discard(self) -> None:
-        self.path.unlink(missing_ok=True)
-
-    def __enter__(self) -> Path:
-        return self.path
-
-    def __exit__(self, kind: type | None, *_: object) -> None:
-        if kind is None:
-            self.commit()
-        else:
-            self.discard()
+Pairs = list[tuple[str, str]]
 
 
 @dataclass
@@ -105,17 +31,42 @@ class FileResult:
     error: str | None = None
 
 
+def encode_progress_total(codec: Codec, source: str) -> int | None:
+    """The progress units `encode_files` reports for `source`; None when its length
+    cannot be told in advance (stdin, an unreadable file)."""
+    if source == STDIO:
+        return None
+    try:
+        info = audio_info(source)
+    except M2LError:
+        return None
+    return codec.encode_progress_total(info.frames, info.sample_rate, info.channels)
+
+
+def decode_progress_total(source: str) -> int | None:
+    """The progress units `decode_files` reports for `source`; None when its header
+    cannot be read in advance (stdin, a broken container)."""
+    if source == STDIO:
+        return None
+    try:
+        header, _ = read_header(source)
+    except M2LError:
+        return None
+    return progress_total(header["channels"], header["chunks"])
+
+
 def encode_files(
     codec: Codec,
-    pairs: list[tuple[str, str]],
+    pairs: Pairs,
+    *,
     metadata: dict[str, str] | None = None,
-    batch_size: int = 16,
-    progress: Callable[[float], None] | None = None,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    progress: Callable[[int], None] | None = None,
 ) -> Iterator[FileResult]:
     """Encodes (input, output) pairs, batching chunks across files; one result per pair."""
     targets = dict(pairs)
-    jobs = (EncodeJob(lambda s=s: AudioSource(s), s, dict(metadata or {})) for s, _ in pairs)
-    for job, result in codec.encode_jobs(jobs, batch_size, progress):
+    jobs = (EncodeJob(partial(AudioSource, s), s, dict(metadata or {})) for s, _ in pairs)
+    for job, result in codec.encode_jobs(jobs, batch_size=batch_size, progress=progress):
         target = targets[job.name]
         if isinstance(result, M2LError):
             yield FileResult(job.name, target, error=str(result))
@@ -133,86 +84,105 @@ def write_container(latents: Latents, target: str) -> None:
         latents.save(temporary)
 
 
-@dataclass
+@dataclass(eq=False)
 class DecodeTarget:
-    """An open decode output: the temporary file being written and its sink."""
+    """A decode output: its result, and once opened, the temporary file being written
+    and its sink. Registered before it is opened, so an interrupt leaves nothing."""
 
     result: FileResult
-    sink: AudioSink
-    output: AtomicOutput
+    output: AtomicOutput | None = None
+    sink: AudioSink | None = None
+
+    def open(
+        self, latents: Latents, file_format: OutputFormat, subtype: str | None, rate: int
+    ) -> AudioSink:
+        """Creates the temporary file and the sink writing into it."""
+        target = self.result.target
+        self.output = AtomicOutput(target)
+        self.sink = AudioSink(
+            self.output.path,
+            sample_rate=rate,
+            channels=latents.channels,
+            file_format=file_format,
+            subtype=subtype,
+            name=target,
+        )
+        return self.sink
+
+    def finish(self, error: M2LError | None) -> FileResult:
+        """Closes the file; it becomes the target if the decode succeeded."""
+        if error is not None:
+            self.result.error = str(error)
+            self.abandon()
+            return self.result
+        assert self.sink is not None and self.output is not None
+        self.sink.close()
+        self.output.commit()
+        return self.result
+
+    def abandon(self) -> None:
+        """Closes and deletes whatever was opened; the target stays as it was."""
+        if self.sink is not None:
+            self.sink.close()
+        if self.output is not None:
+            self.output.discard()
 
 
 def decode_files(
     codec: Codec,
-    pairs: list[tuple[str, str]],
-    sigma_cond: float = 0.4,
+    pairs: Pairs,
+    *,
+    sigma_cond: float = DEFAULT_SIGMA_COND,
     seed: int = 0,
     sample_rate: int | None = None,
     format_name: str | None = None,
     subtype: str | None = None,
-    batch_size: int = 16,
+    batch_size: int = DEFAULT_BATCH_SIZE,
     progress: Callable[[int], None] | None = None,
 ) -> Iterator[FileResult]:
     """Decodes (container, output) pairs, stepping many files together."""
     failures: list[FileResult] = []
-    open_targets: dict[int, DecodeTarget] = {}
+    unfinished: list[DecodeTarget] = []
+    by_job: dict[int, DecodeTarget] = {}
 
     def jobs() -> Iterator[DecodeJob]:
         for source, target in pairs:
+            opened = DecodeTarget(FileResult(source, target))
+            unfinished.append(opened)
             try:
                 latents = load_latents(codec, source)
-                opened = _open_target(latents, source, target, sample_rate, format_name, subtype)
+                file_format = output_format(target, format_name)
+                rate = sample_rate or latents.original_sample_rate
+                sink = opened.open(latents, file_format, subtype, rate)
             except (M2LError, OSError) as error:
+                opened.abandon()
+                unfinished.remove(opened)
                 failures.append(FileResult(source, target, error=_message(source, error)))
                 continue
-            job = DecodeJob(latents, opened.sink.write, source, sample_rate, seed)
-            open_targets[id(job)] = opened
+            opened.result.seconds = latents.duration
+            job = DecodeJob(latents, sink.write, source, sample_rate, seed)
+            by_job[id(job)] = opened
             yield job
 
+    runs = codec.decode_jobs(
+        jobs(), sigma_cond=sigma_cond, batch_size=batch_size, progress=progress
+    )
     try:
-        for job, error in codec.decode_jobs(jobs(), sigma_cond, batch_size, progress):
+        for job, error in runs:
             yield from _drain(failures)
-            yield _finish_target(open_targets.pop(id(job)), error)
+            opened = by_job.pop(id(job))
+            result = opened.finish(error)
+            unfinished.remove(opened)
+            yield result
         yield from _drain(failures)
-    finally:  # interrupted: leave no partial output behind
-        for opened in open_targets.values():
-            opened.sink.close()
-            opened.output.discard()
+    finally:  # an error or Ctrl-C: leave no partial output behind
+        for opened in unfinished:
+            opened.abandon()
 
 
 def load_latents(codec: Codec, source: str) -> Latents:
     stream = sys.stdin.buffer if source == STDIO else source
     return Latents.load(stream, expected_model_id=codec.model_id)
-
-
-def _open_target(
-    latents: Latents,
-    source: str,
-    target: str,
-    sample_rate: int | None,
-    format_name: str | None,
-    subtype: str | None,
-) -> DecodeTarget:
-    name = "WAV" if target == STDIO and not format_name else output_format(target, format_name)
-    output = AtomicOutput(target)
-    rate = sample_rate or latents.original_sample_rate
-    try:
-        sink = AudioSink(output.path, rate, latents.channels, name.upper(), subtype)
-    except (M2LError, soundfile.LibsndfileError, ValueError) as error:
-        output.discard()
-        raise AudioError(_message(target, error)) from None
-    result = FileResult(source, target, seconds=latents.duration)
-    return DecodeTarget(result, sink, output)
-
-
-def _finish_target(opened: DecodeTarget, error: M2LError | None) -> FileResult:
-    opened.sink.close()
-    if error is not None:
-        opened.output.discard()
-        opened.result.error = str(error)
-    else:
-        opened.output.commit()
-    return opened.result
 
 
 def _drain(failures: list[FileResult]) -> Iterator[FileResult]:

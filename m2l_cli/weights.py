@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 
 import torch
@@ -23,6 +24,7 @@ from .model import Music2Latent2
 
 FORMAT_TAG = "m2l-weights-1"
 DEFAULT_MODEL_FILE = "default.safetensors"
+MODEL_VARIABLE = "M2L_MODEL"
 
 
 def model_id_of(tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> str:
@@ -39,6 +41,18 @@ def default_model_path() -> Path | None:
     """The model bundled with the package, if this build ships one."""
     path = Path(__file__).parent / "weights" / DEFAULT_MODEL_FILE
     return path if path.is_file() else None
+
+
+def find_model(path: str | Path | None = None) -> Path:
+    """The weights file to load: `path`, else the one $M2L_MODEL names, else the
+    bundled default; a one-line ModelError when there is none."""
+    chosen = path or os.environ.get(MODEL_VARIABLE) or default_model_path()
+    if not chosen:
+        raise ModelError(
+            "no model: none given and no bundled default found; "
+            f"pass --model PATH or set {MODEL_VARIABLE}"
+        )
+    return Path(chosen)
 
 
 def file_metadata(model: Music2Latent2, model_name: str, trained: bool) -> dict[str, str]:

@@ -63,8 +63,16 @@ AUDIO_EXTENSIONS = (".ogg", ".opus")
 SOUND_EFFECT_NAMES = frozenset({"silence", "thunder"})
 
 # Suffixes that mark a re-release of the same piece; stripped (repeatedly) to group tracks.
-NEAR_DUPLICATE_SUFFIXES = ("_enhanced", "-enhanced", "_old", "-old", "_sd", "-sd",
-                           "_revisited", "-revisited")
+NEAR_DUPLICATE_SUFFIXES = (
+    "_enhanced",
+    "-enhanced",
+    "_old",
+    "-old",
+    "_sd",
+    "-sd",
+    "_revisited",
+    "-revisited",
+)
 # Near-duplicates whose names do not show it: package -> {normalised name: group key}.
 GROUP_ALIASES: dict[str, dict[str, str]] = {
     "drascula-music": {"track30": "track1"},
@@ -209,20 +217,24 @@ def download_deb(package: str, debs_dir: Path, state: dict[str, bool]) -> Path:
         return existing
     for attempt in range(2):
         log(f"[{package}] apt-get download")
-        proc = subprocess.run(["apt-get", "download", package], cwd=debs_dir,
-                              capture_output=True, text=True)
+        proc = subprocess.run(
+            ["apt-get", "download", package], cwd=debs_dir, capture_output=True, text=True
+        )
         deb = find_deb(debs_dir, package)
         if proc.returncode == 0 and deb is not None:
             return deb
         errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("E:")]
         if attempt == 0 and not state.get("updated"):
-            log(f"[{package}] download failed ({'; '.join(errors) or proc.returncode}); "
-                "updating package lists")
+            log(
+                f"[{package}] download failed ({'; '.join(errors) or proc.returncode}); "
+                "updating package lists"
+            )
             apt_update()
             state["updated"] = True
             continue
-        raise RuntimeError(f"apt-get download {package} failed: "
-                           f"{'; '.join(errors) or proc.stderr.strip()[-300:]}")
+        raise RuntimeError(
+            f"apt-get download {package} failed: {'; '.join(errors) or proc.stderr.strip()[-300:]}"
+        )
     raise RuntimeError(f"apt-get download {package} failed")
 
 
@@ -279,8 +291,9 @@ def per_file_licences(copyright_file: Path) -> dict[str, tuple[str, str]]:
         if "Files" not in para or "License" not in para:
             continue
         licence = para["License"].splitlines()[0].strip()
-        holder = " / ".join(dict.fromkeys(
-            ln.strip() for ln in para.get("Copyright", "").splitlines() if ln.strip()))
+        holder = " / ".join(
+            dict.fromkeys(ln.strip() for ln in para.get("Copyright", "").splitlines() if ln.strip())
+        )
         for pattern in para["Files"].split():
             base = pattern.rsplit("/", 1)[-1]
             if base and not any(ch in base for ch in "*?["):
@@ -288,8 +301,9 @@ def per_file_licences(copyright_file: Path) -> dict[str, tuple[str, str]]:
     return table
 
 
-def licence_for(package: str, rel_path: str, spec: PackageSpec,
-                table: dict[str, tuple[str, str]]) -> tuple[str, str]:
+def licence_for(
+    package: str, rel_path: str, spec: PackageSpec, table: dict[str, tuple[str, str]]
+) -> tuple[str, str]:
     """Return (licence, holder) of one source file of ``package``."""
     if package == "warzone2100-music":
         new_album = "/aftermath_soundtrack/" in rel_path or "/legacy_soundtrack/" in rel_path
@@ -330,30 +344,54 @@ def find_tracks(package: str, root: Path) -> list[Track]:
         for member in members:
             if member.lower().endswith(AUDIO_EXTENSIONS) and matches(member, spec.include):
                 lic, holder = licence_for(package, member, spec, table)
-                tracks.append(Track(package, safe_name(Path(member).stem), [(str(pk3), member)],
-                                    member, lic, holder))
+                tracks.append(
+                    Track(
+                        package,
+                        safe_name(Path(member).stem),
+                        [(str(pk3), member)],
+                        member,
+                        lic,
+                        holder,
+                    )
+                )
     elif spec.kind == "fof":
-        for song_dir in sorted(p for p in root.glob("usr/share/games/fretsonfire/data/songs/*/*")
-                               if p.is_dir()):
-            stems = sorted(p for p in song_dir.iterdir()
-                           if p.suffix.lower() in AUDIO_EXTENSIONS and not p.is_symlink()
-                           and not p.stem.lower().startswith(FOF_STEM_EXCLUDE))
+        for song_dir in sorted(
+            p for p in root.glob("usr/share/games/fretsonfire/data/songs/*/*") if p.is_dir()
+        ):
+            stems = sorted(
+                p
+                for p in song_dir.iterdir()
+                if p.suffix.lower() in AUDIO_EXTENSIONS
+                and not p.is_symlink()
+                and not p.stem.lower().startswith(FOF_STEM_EXCLUDE)
+            )
             if not stems:
                 continue
             rel = song_dir.relative_to(root).as_posix()
             lic, holder = licence_for(package, rel, spec, table)
-            tracks.append(Track(package, safe_name(song_dir.name),
-                                [(str(p), "") for p in stems],
-                                f"{song_dir.name}/{{{','.join(p.name for p in stems)}}}",
-                                lic, holder))
+            tracks.append(
+                Track(
+                    package,
+                    safe_name(song_dir.name),
+                    [(str(p), "") for p in stems],
+                    f"{song_dir.name}/{{{','.join(p.name for p in stems)}}}",
+                    lic,
+                    holder,
+                )
+            )
     else:
         for path in sorted(root.rglob("*")):
             rel = path.relative_to(root).as_posix()
-            if (path.suffix.lower() in AUDIO_EXTENSIONS and path.is_file()
-                    and not path.is_symlink() and matches(rel, spec.include)):
+            if (
+                path.suffix.lower() in AUDIO_EXTENSIONS
+                and path.is_file()
+                and not path.is_symlink()
+                and matches(rel, spec.include)
+            ):
                 lic, holder = licence_for(package, rel, spec, table)
-                tracks.append(Track(package, safe_name(path.stem), [(str(path), "")],
-                                    rel, lic, holder))
+                tracks.append(
+                    Track(package, safe_name(path.stem), [(str(path), "")], rel, lic, holder)
+                )
     # Make output names unique inside the package (prefix the parent folder on clashes).
     counts: dict[str, int] = {}
     for t in tracks:
@@ -446,8 +484,11 @@ def probe(sources: list[tuple[str, str]]) -> dict[str, Any]:
         rates.append(info.samplerate)
         durations.append(info.frames / info.samplerate)
         channels.append(info.channels)
-    return {"orig_sample_rate": min(rates), "orig_duration_s": max(durations),
-            "channels": max(channels)}
+    return {
+        "orig_sample_rate": min(rates),
+        "orig_duration_s": max(durations),
+        "channels": max(channels),
+    }
 
 
 def probe_job(key: str, sources: list[tuple[str, str]]) -> tuple[str, dict[str, Any]]:
@@ -526,10 +567,16 @@ def convert(sources: list[tuple[str, str]], out_path: str) -> dict[str, Any]:
     tmp = out.with_name(out.name + ".part")
     sf.write(tmp, audio, TARGET_SR, subtype="PCM_16", format="FLAC")
     os.replace(tmp, out)
-    return {"duration_s": round(len(audio) / TARGET_SR, 3), "orig_sample_rate": orig_sr,
-            "channels": int(audio.shape[1]), "peak": round(peak, 4),
-            "rescaled": gain != 1.0, "gain": round(gain, 5),
-            "dc_offset": round(dc_offset, 4), "infrasonic_fraction": round(infra, 4)}
+    return {
+        "duration_s": round(len(audio) / TARGET_SR, 3),
+        "orig_sample_rate": orig_sr,
+        "channels": int(audio.shape[1]),
+        "peak": round(peak, 4),
+        "rescaled": gain != 1.0,
+        "gain": round(gain, 5),
+        "dc_offset": round(dc_offset, 4),
+        "infrasonic_fraction": round(infra, 4),
+    }
 
 
 def measure_flac(path: str) -> tuple[float, float]:
@@ -539,8 +586,9 @@ def measure_flac(path: str) -> tuple[float, float]:
     return dc_offset, infrasonic_fraction(audio)
 
 
-def convert_job(key: str, sources: list[tuple[str, str]], out_path: str
-                ) -> tuple[str, dict[str, Any]]:
+def convert_job(
+    key: str, sources: list[tuple[str, str]], out_path: str
+) -> tuple[str, dict[str, Any]]:
     """Pool wrapper around :func:`convert` that reports errors instead of raising."""
     try:
         return key, convert(sources, out_path)
@@ -552,9 +600,24 @@ def convert_job(key: str, sources: list[tuple[str, str]], out_path: str
 # Manifest
 # ---------------------------------------------------------------------------------------
 
-CSV_FIELDS = ("path", "split", "package", "track", "group", "source", "licence", "holder",
-              "duration_s", "orig_sample_rate", "channels", "rescaled", "peak", "gain",
-              "dc_offset", "infrasonic_fraction")
+CSV_FIELDS = (
+    "path",
+    "split",
+    "package",
+    "track",
+    "group",
+    "source",
+    "licence",
+    "holder",
+    "duration_s",
+    "orig_sample_rate",
+    "channels",
+    "rescaled",
+    "peak",
+    "gain",
+    "dc_offset",
+    "infrasonic_fraction",
+)
 
 
 def load_manifest(out: Path) -> dict[str, Any]:
@@ -579,30 +642,36 @@ def totals(files: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
     return result
 
 
-def write_manifest(out: Path, files: list[dict[str, Any]], dropped: list[dict[str, Any]],
-                   failed: dict[str, str]) -> dict[str, Any]:
+def write_manifest(
+    out: Path, files: list[dict[str, Any]], dropped: list[dict[str, Any]], failed: dict[str, str]
+) -> dict[str, Any]:
     """Write OUT/manifest.json and OUT/manifest.csv; return the manifest."""
     files = sorted(files, key=lambda f: f["path"])
     dropped = sorted(dropped, key=lambda d: (d["package"], d["source"]))
     per_package: dict[str, dict[str, Any]] = {}
     for f in files:
-        entry = per_package.setdefault(f["package"], {"files": 0, "hours": 0.0,
-                                                      "split": set()})
+        entry = per_package.setdefault(f["package"], {"files": 0, "hours": 0.0, "split": set()})
         entry["files"] += 1
         entry["hours"] += f["duration_s"] / 3600.0
         entry["split"].add(f["split"])
     manifest = {
         "sample_rate": TARGET_SR,
         "format": "FLAC PCM_16",
-        "rules": {"min_seconds": MIN_SECONDS, "min_source_sample_rate": MIN_SOURCE_SR,
-                  "infrasonic_hz": INFRASONIC_HZ,
-                  "sound_effect_names": sorted(SOUND_EFFECT_NAMES),
-                  "val_fraction": VAL_FRACTION, "val_ood_packages": list(VAL_OOD_PACKAGES),
-                  "peak_limit": PEAK_LIMIT, "peak_target": PEAK_TARGET},
+        "rules": {
+            "min_seconds": MIN_SECONDS,
+            "min_source_sample_rate": MIN_SOURCE_SR,
+            "infrasonic_hz": INFRASONIC_HZ,
+            "sound_effect_names": sorted(SOUND_EFFECT_NAMES),
+            "val_fraction": VAL_FRACTION,
+            "val_ood_packages": list(VAL_OOD_PACKAGES),
+            "peak_limit": PEAK_LIMIT,
+            "peak_target": PEAK_TARGET,
+        },
         "totals": totals(files),
-        "packages": {p: {"files": v["files"], "hours": round(v["hours"], 3),
-                         "splits": sorted(v["split"])}
-                     for p, v in sorted(per_package.items())},
+        "packages": {
+            p: {"files": v["files"], "hours": round(v["hours"], 3), "splits": sorted(v["split"])}
+            for p, v in sorted(per_package.items())
+        },
         "failed_packages": failed,
         "files": files,
         "dropped": dropped,
@@ -638,8 +707,9 @@ def drop_reason(track: Track) -> str:
     return ""
 
 
-def prepare_packages(packages: list[str], cache: Path, update: bool
-                     ) -> tuple[dict[str, Path], dict[str, str]]:
+def prepare_packages(
+    packages: list[str], cache: Path, update: bool
+) -> tuple[dict[str, Path], dict[str, str]]:
     """Download and unpack each package; return unpacked roots and failures (reasons)."""
     state = {"updated": False}
     if update:
@@ -665,30 +735,54 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line options."""
     parser = argparse.ArgumentParser(
         description="Build the m2l music data set (44.1 kHz FLAC, train/val/val_ood) from "
-                    "freely licensed Debian packages.")
-    parser.add_argument("--out", type=Path, default=Path("data"),
-                        help="output folder (default: data/)")
-    parser.add_argument("--cache", type=Path, default=None,
-                        help="where .deb files are downloaded and unpacked "
-                             "(default: OUT/cache/)")
-    parser.add_argument("--packages", nargs="+", default=list(PACKAGES), metavar="PKG",
-                        choices=list(PACKAGES),
-                        help="packages to use (default: all ten)")
+        "freely licensed Debian packages."
+    )
+    parser.add_argument(
+        "--out", type=Path, default=Path("data"), help="output folder (default: data/)"
+    )
+    parser.add_argument(
+        "--cache",
+        type=Path,
+        default=None,
+        help="where .deb files are downloaded and unpacked (default: OUT/cache/)",
+    )
+    parser.add_argument(
+        "--packages",
+        nargs="+",
+        default=list(PACKAGES),
+        metavar="PKG",
+        choices=list(PACKAGES),
+        help="packages to use (default: all ten)",
+    )
     parser.add_argument("--jobs", type=int, default=2, help="decoding processes (default 2)")
-    parser.add_argument("--update", action="store_true",
-                        help="run apt-get update first (otherwise only when a download fails)")
+    parser.add_argument(
+        "--update",
+        action="store_true",
+        help="run apt-get update first (otherwise only when a download fails)",
+    )
     keep = parser.add_mutually_exclusive_group()
-    keep.add_argument("--keep-cache", dest="keep_cache", action="store_true", default=True,
-                      help="keep downloaded .deb files and unpacked trees (default)")
-    keep.add_argument("--delete-debs", dest="keep_cache", action="store_false",
-                      help="delete each package's .deb and unpacked tree once its tracks "
-                           "are written")
+    keep.add_argument(
+        "--keep-cache",
+        dest="keep_cache",
+        action="store_true",
+        default=True,
+        help="keep downloaded .deb files and unpacked trees (default)",
+    )
+    keep.add_argument(
+        "--delete-debs",
+        dest="keep_cache",
+        action="store_false",
+        help="delete each package's .deb and unpacked tree once its tracks are written",
+    )
     return parser.parse_args(argv)
 
 
-def probe_tracks(tracks: list[Track], prev_files: dict[tuple[str, str], dict[str, Any]],
-                 prev_dropped: dict[tuple[str, str], dict[str, Any]], jobs: int
-                 ) -> tuple[list[Track], list[dict[str, Any]]]:
+def probe_tracks(
+    tracks: list[Track],
+    prev_files: dict[tuple[str, str], dict[str, Any]],
+    prev_dropped: dict[tuple[str, str], dict[str, Any]],
+    jobs: int,
+) -> tuple[list[Track], list[dict[str, Any]]]:
     """Read each track's header (in the pool; reusing an earlier manifest) and apply the drop
     rules. Returns the kept tracks and the dropped entries."""
     to_probe = []
@@ -696,8 +790,11 @@ def probe_tracks(tracks: list[Track], prev_files: dict[tuple[str, str], dict[str
         key = (t.package, t.source_name)
         if key in prev_files:
             old = prev_files[key]
-            t.info = {"orig_sample_rate": old["orig_sample_rate"],
-                      "orig_duration_s": old["duration_s"], "channels": old["channels"]}
+            t.info = {
+                "orig_sample_rate": old["orig_sample_rate"],
+                "orig_duration_s": old["duration_s"],
+                "channels": old["channels"],
+            }
         elif key in prev_dropped and "info" in prev_dropped[key]:
             t.info = prev_dropped[key]["info"]
         else:
@@ -721,8 +818,9 @@ def probe_tracks(tracks: list[Track], prev_files: dict[tuple[str, str], dict[str
     return kept, dropped
 
 
-def decode_tracks(kept: list[Track], out: Path, prev_files: dict[tuple[str, str], dict[str, Any]],
-                  jobs: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]], int]:
+def decode_tracks(
+    kept: list[Track], out: Path, prev_files: dict[tuple[str, str], dict[str, Any]], jobs: int
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], int]:
     """Write every kept track that is not written yet (in the pool).
 
     Returns the manifest records of the written tracks, the dropped entries of the tracks that
@@ -735,17 +833,30 @@ def decode_tracks(kept: list[Track], out: Path, prev_files: dict[tuple[str, str]
         key = (t.package, t.source_name)
         old = prev_files.get(key)
         if old and old["path"] == t.out_rel() and (out / t.out_rel()).exists():
-            t.info = {k: old[k] for k in ("duration_s", "orig_sample_rate", "channels", "peak",
-                                          "rescaled", "gain", "dc_offset",
-                                          "infrasonic_fraction") if k in old}
+            t.info = {
+                k: old[k]
+                for k in (
+                    "duration_s",
+                    "orig_sample_rate",
+                    "channels",
+                    "peak",
+                    "rescaled",
+                    "gain",
+                    "dc_offset",
+                    "infrasonic_fraction",
+                )
+                if k in old
+            }
             if "infrasonic_fraction" not in t.info:
                 unmeasured.append(t)
             continue
         if old and (out / old["path"]).exists():
             (out / old["path"]).unlink()  # the track moved to another split
         todo.append(t)
-    log(f"{len(kept) - len(todo)} tracks already written, {len(todo)} to decode "
-        f"with {jobs} processes")
+    log(
+        f"{len(kept) - len(todo)} tracks already written, {len(todo)} to decode "
+        f"with {jobs} processes"
+    )
     errors = 0
     with ProcessPoolExecutor(max_workers=jobs) as pool:
         # Files written by an older version of this script: measure them from the FLAC.
@@ -753,10 +864,13 @@ def decode_tracks(kept: list[Track], out: Path, prev_files: dict[tuple[str, str]
         for fut in as_completed(measures):
             t = measures[fut]
             dc_offset, infra = fut.result()
-            t.info.update(dc_offset=round(dc_offset / t.info["gain"], 4),
-                          infrasonic_fraction=round(infra, 4))
-        futures = {pool.submit(convert_job, str(i), t.sources, str(out / t.out_rel())): t
-                   for i, t in enumerate(todo)}
+            t.info.update(
+                dc_offset=round(dc_offset / t.info["gain"], 4), infrasonic_fraction=round(infra, 4)
+            )
+        futures = {
+            pool.submit(convert_job, str(i), t.sources, str(out / t.out_rel())): t
+            for i, t in enumerate(todo)
+        }
         for n, fut in enumerate(as_completed(futures), 1):
             t = futures[fut]
             _, info = fut.result()
@@ -764,17 +878,33 @@ def decode_tracks(kept: list[Track], out: Path, prev_files: dict[tuple[str, str]
             if "error" in info:
                 errors += 1
                 log(f"{prefix} FAILED: {info['error']}")
-                dropped.append({"package": t.package, "source": t.source_name,
-                                "reason": f"decode failed: {info['error']}"})
+                dropped.append(
+                    {
+                        "package": t.package,
+                        "source": t.source_name,
+                        "reason": f"decode failed: {info['error']}",
+                    }
+                )
                 t.split = ""
                 continue
             t.info = info
             note = f" (rescaled x{info['gain']:.3f})" if info["rescaled"] else ""
             log(f"{prefix} {info['duration_s']:.0f} s{note}")
-    files = [{"path": t.out_rel(), "split": t.split, "package": t.package, "track": t.name,
-              "group": t.group, "source": t.source_name, "licence": t.licence,
-              "holder": t.holder, **t.info}
-             for t in kept if t.split]
+    files = [
+        {
+            "path": t.out_rel(),
+            "split": t.split,
+            "package": t.package,
+            "track": t.name,
+            "group": t.group,
+            "source": t.source_name,
+            "licence": t.licence,
+            "holder": t.holder,
+            **t.info,
+        }
+        for t in kept
+        if t.split
+    ]
     return files, dropped, errors
 
 
@@ -805,8 +935,11 @@ def main(argv: list[str] | None = None) -> int:
     dropped += decode_dropped
 
     # Keep the records of packages built earlier and not (re)built in this run.
-    files += [old for (package, _), old in prev_files.items()
-              if package not in roots and (out / old["path"]).exists()]
+    files += [
+        old
+        for (package, _), old in prev_files.items()
+        if package not in roots and (out / old["path"]).exists()
+    ]
     dropped += [d for (package, _), d in prev_dropped.items() if package not in roots]
     manifest = write_manifest(out, files, dropped, failed)
 

@@ -34,7 +34,7 @@ FADE_S = 0.005
 def strongest_onset(mono: np.ndarray, sr: int, start: float, span: float) -> float:
     """Time (s) of the largest spectral-flux peak in ``[start, start + span)``."""
     n, hop = 1024, 256
-    seg = mono[int(start * sr) - n: int((start + span) * sr) + n]
+    seg = mono[int(start * sr) - n : int((start + span) * sr) + n]
     frames = np.lib.stride_tricks.sliding_window_view(seg, n)[::hop] * np.hanning(n)
     mag = np.log1p(100.0 * np.abs(np.fft.rfft(frames, axis=1)))
     flux = np.maximum(np.diff(mag, axis=0), 0.0).sum(axis=1)
@@ -47,7 +47,7 @@ def cut_clip(audio: np.ndarray, sr: int) -> np.ndarray:
     """Return LENGTH_S seconds starting just before the strongest onset after START_S."""
     onset = strongest_onset(audio.mean(axis=1), sr, START_S, SEARCH_S)
     first = int(round((onset - PRE_ONSET_S) * sr))
-    clip = audio[first: first + int(LENGTH_S * sr)].copy()
+    clip = audio[first : first + int(LENGTH_S * sr)].copy()
     fade = int(FADE_S * sr)
     ramp = (0.5 - 0.5 * np.cos(np.linspace(0.0, np.pi, fade)))[:, None]
     clip[:fade] *= ramp
@@ -58,16 +58,24 @@ def cut_clip(audio: np.ndarray, sr: int) -> np.ndarray:
 def main(argv: list[str] | None = None) -> int:
     """Write the example clip; return the exit code."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--cache", type=Path, default=Path("data/cache"),
-                        help="cache folder of build_dataset.py (default: data/cache)")
-    parser.add_argument("--out", type=Path,
-                        default=Path(__file__).resolve().parent.parent
-                        / "m2l_cli/examples/example.flac")
+    parser.add_argument(
+        "--cache",
+        type=Path,
+        default=Path("data/cache"),
+        help="cache folder of build_dataset.py (default: data/cache)",
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=Path(__file__).resolve().parent.parent / "m2l_cli/examples/example.flac",
+    )
     args = parser.parse_args(argv)
     source = args.cache / "unpacked" / PACKAGE / TRACK
     if not source.exists():
-        print(f"{source} not found: run scripts/build_dataset.py --packages {PACKAGE} first",
-              file=sys.stderr)
+        print(
+            f"{source} not found: run scripts/build_dataset.py --packages {PACKAGE} first",
+            file=sys.stderr,
+        )
         return 1
     audio, sr = sf.read(source, dtype="float32", always_2d=True)
     if sr != SAMPLE_RATE or audio.shape[1] != 2:
@@ -79,8 +87,11 @@ def main(argv: list[str] | None = None) -> int:
         clip *= 0.999 / peak
     args.out.parent.mkdir(parents=True, exist_ok=True)
     sf.write(args.out, clip, sr, subtype="PCM_16", format="FLAC")
-    print(f"wrote {args.out}: {len(clip) / sr:.2f} s from {len(audio) / sr:.1f} s track, "
-          f"{args.out.stat().st_size / 1e6:.2f} MB", file=sys.stderr)
+    print(
+        f"wrote {args.out}: {len(clip) / sr:.2f} s from {len(audio) / sr:.1f} s track, "
+        f"{args.out.stat().st_size / 1e6:.2f} MB",
+        file=sys.stderr,
+    )
     return 0
 
 

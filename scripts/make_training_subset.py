@@ -62,8 +62,14 @@ def write_subset(args: argparse.Namespace) -> int:
         target = args.out / relative.parent / f"{relative.stem}-{start // SAMPLE_RATE:05d}.ogg"
         audio, _ = sf.read(track.path, frames=piece, start=start, always_2d=True)
         target.parent.mkdir(parents=True, exist_ok=True)
-        sf.write(str(target), audio.mean(axis=1), SAMPLE_RATE, format="OGG", subtype="VORBIS",
-                 compression_level=1.0 - args.quality)
+        sf.write(
+            str(target),
+            audio.mean(axis=1),
+            SAMPLE_RATE,
+            format="OGG",
+            subtype="VORBIS",
+            compression_level=1.0 - args.quality,
+        )
         size = target.stat().st_size
         if total_bytes + size > budget:
             target.unlink()
@@ -75,8 +81,10 @@ def write_subset(args: argparse.Namespace) -> int:
         writer.writerow(["path", "source", "start_s", "bytes"])
         writer.writerows(rows)
     hours = len(rows) * args.piece_seconds / 3600
-    print(f"{len(rows)} pieces from {len({row[1] for row in rows})} of {len(tracks)} tracks, "
-          f"{hours:.2f} h, {total_bytes / 2**20:.1f} MiB in {args.out}")
+    print(
+        f"{len(rows)} pieces from {len({row[1] for row in rows})} of {len(tracks)} tracks, "
+        f"{hours:.2f} h, {total_bytes / 2**20:.1f} MiB in {args.out}"
+    )
     return 0
 
 

@@ -17,7 +17,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from m2l_cli import Codec  # noqa: E402
-from m2l_cli.evaluation import log_mel, naive_codec, read_audio  # noqa: E402
+from m2l_cli.evaluation import naive_codec, read_clip  # noqa: E402
+from m2l_cli.evaluation.metrics import log_mel  # noqa: E402
 
 
 def main() -> None:
@@ -29,7 +30,7 @@ def main() -> None:
     parser.add_argument("-o", "--output", type=Path, required=True)
     args = parser.parse_args()
 
-    audio, rate = read_audio(args.clip, args.offset, args.seconds)
+    audio, rate = read_clip(args.clip, offset=args.offset, max_seconds=args.seconds)
     codec = Codec.load(args.model)
     decoded = codec.decode(codec.encode(audio, rate))
     panels = {
@@ -40,8 +41,15 @@ def main() -> None:
     figure, axes = plt.subplots(len(panels), 1, figsize=(10, 8), sharex=True)
     for axis, (title, signal) in zip(axes, panels.items(), strict=True):
         mel = log_mel(signal.mean(axis=0, keepdims=True), rate)[0].numpy()
-        axis.imshow(mel, origin="lower", aspect="auto", vmin=-5, vmax=mel.max(), cmap="magma",
-                    extent=(0, signal.shape[1] / rate, 0, mel.shape[0]))
+        axis.imshow(
+            mel,
+            origin="lower",
+            aspect="auto",
+            vmin=-5,
+            vmax=mel.max(),
+            cmap="magma",
+            extent=(0, signal.shape[1] / rate, 0, mel.shape[0]),
+        )
         axis.set_title(title)
         axis.set_ylabel("mel band")
     axes[-1].set_xlabel("seconds")

@@ -167,6 +167,7 @@ def test_the_bundled_model_codes_the_example_better_than_the_naive_codec(tmp_pat
 
 def test_usage_errors_exit_2(workdir: Path, model_file: Path) -> None:
     assert m2l("encode", cwd=workdir, model=model_file).returncode == 2
+    assert m2l("batch", ".", "--format", "mp3", cwd=workdir, model=model_file).returncode == 2
     assert (
         m2l("decode", "x.m2l", "--sigma-cond", "-1", cwd=workdir, model=model_file).returncode == 2
     )
@@ -204,6 +205,11 @@ def test_eval_compares_two_folders_and_writes_json(workdir: Path) -> None:
     (row,) = report["systems"]["test"]["files"]
     assert row["si_sdr"] > 60  # a scaled copy is perfect for a scale-invariant measure
     assert row["log_mel"] > 0.05  # but not for a level-sensitive one
+    assert row["loudness_difference_lu"] == pytest.approx(-6.02, abs=0.01)  # half the level
+    assert row["band_error_db_250_1000hz"] == pytest.approx(-6.02, abs=0.01)
+    assert "band levels" in result.stderr.decode()  # the diagnostics table
+    again = m2l("eval", "ref", "test", "--no-visqol", "--json", "r.json", cwd=workdir, model=None)
+    assert_one_line_error(again, "r.json", "already exists")
 
 
 def test_ctrl_c_exits_130_and_leaves_no_partial_file(workdir: Path, model_file: Path) -> None:

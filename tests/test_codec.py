@@ -11,7 +11,7 @@ from safetensors import safe_open
 from safetensors.torch import load as load_tensors
 from safetensors.torch import save as save_tensors
 
-from m2l_cli import Codec, Latents, ModelError
+from m2l_cli import Codec, Latents, M2LError, ModelError, runtime, weights
 from m2l_cli.decoding import DecodeJob
 from m2l_cli.encoding import ArraySource, EncodeJob
 
@@ -127,13 +127,13 @@ def test_decoding_two_files_in_one_batch_equals_decoding_each_alone(codec):
 
 def test_decode_jobs_steps_several_files_in_one_model_call(codec, monkeypatch):
     rows_per_call: list[int] = []
-    denoise = codec._denoise
+    denoise = codec.runner.denoise
 
     def recording(x, sigma, features):
         rows_per_call.append(x.shape[0])
         return denoise(x, sigma, features)
 
-    monkeypatch.setattr(codec, "_denoise", recording)
+    monkeypatch.setattr(codec.runner, "denoise", recording)
     mono = codec.encode(noise(1, 1000, seed=1), 44100)
     stereo = codec.encode(noise(2, 1000, seed=2), 44100)
     jobs = [DecodeJob(mono, [].append, "mono"), DecodeJob(stereo, [].append, "stereo")]
@@ -144,13 +144,13 @@ def test_decode_jobs_steps_several_files_in_one_model_call(codec, monkeypatch):
 
 def test_encode_jobs_puts_chunks_of_several_inputs_in_one_batch(codec, monkeypatch):
     batch_sizes: list[int] = []
-    encode_batch = codec._encode_batch
+    encode_batch = codec.runner.encode
 
     def recording(spectrograms: torch.Tensor) -> torch.Tensor:
         batch_sizes.append(spectrograms.shape[0])
         return encode_batch(spectrograms)
 
-    monkeypatch.setattr(codec, "_encode_batch", recording)
+    monkeypatch.setattr(codec.runner, "encode", recording)
     jobs = [
         array_job("mono", noise(1, 10000, seed=1)),
         array_job("stereo", noise(2, 40000, seed=2)),
@@ -193,19 +193,14 @@ def test_saved_weights_load_with_the_file_model_id_and_give_the_same_latents(cod
 
 
 def test_saving_the_same_weights_again_gives_the_same_model_id(codec, tmp_path):
-    """The model id names the weights, so equal weights must give equal ids."""
-    # BUG (m2l_cli/weights.py, serialize): safetensors writes the `__metadata__` dict
-    # in random key order on every call (a Rust HashMap), so the file bytes and their
-    # sha256 prefix, the model id, change from one save to the next.
+    """The model id names the weights, so equal weights must give equal ids (safetensors
+    writes the metadata in a random key order: the id must not depend on it)."""
     ids = {codec.save(tmp_path / f"copy{index}.safetensors") for index in range(5)}
     assert len(ids) == 1
 
 
 def test_a_created_codec_has_the_model_id_of_the_file_it_saves(codec, tmp_path):
     """Latents made before saving must decode with the saved weights."""
-    # BUG (m2l_cli/codec.py, Codec.model_id, via m2l_cli/weights.py serialize): the id
-    # is the hash of one serialization, the file is another with a different metadata
-    # order, so Codec.load(saved).decode(latents made by `codec`) raises ModelError.
     ids = {codec.save(tmp_path / f"copy{index}.safetensors") for index in range(3)}
     assert ids == {codec.model_id}
 
@@ -260,3 +255,63 @@ def test_saved_and_loaded_latents_decode_like_the_ones_in_memory(codec, tmp_path
     assert np.array_equal(loaded.values, latents.values)
     assert loaded.metadata == {"title": "noise"}
     assert np.array_equal(codec.decode(loaded), codec.decode(latents))
+
+
+# Which model, device, precision and threads; no global state changed behind the back.
+
+
+def test_load_without_a_path_takes_m2l_model_then_the_bundled_model(codec, tmp_path, monkeypatch):
+    path = tmp_path / "tiny.safetensors"
+    saved_id = codec.save(path)
+    monkeypatch.setenv("M2L_MODEL", str(path))
+    assert Codec.load(device="cpu").model_id == saved_id
+    monkeypatch.delenv("M2L_MODEL")
+    assert Codec.load(device="cpu").model_name == "m2l-small-s6820"  # the bundled one
+    monkeypatch.setattr(weights, "default_model_path", lambda: None)
+    with pytest.raises(ModelError, match="no model: .* pass --model PATH or set M2L_MODEL"):
+        Codec.load()
+
+
+def test_creating_a_codec_leaves_the_global_random_state_and_threads_alone():
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    threads = torch.get_num_threads()
+    torch.manual_seed(123)
+    first = Codec.create("tiny", seed=5, precision="fp32", device="cpu")
+    assert torch.equal(torch.rand(3), expected)
+    assert torch.get_num_threads() == threads
+    again = Codec.create("tiny", seed=5, precision="fp32", device="cpu")
+    assert again.model_id == first.model_id  # the seed alone fixes the weights
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        ("cuda:7", "device cuda:7 is not available on this machine"),
+        ("toaster", "unknown device 'toaster'; choose auto, cpu, cuda, cuda:N, mps"),
+    ],
+)
+def test_devices_are_any_torch_device_that_exists(name, message):
+    assert runtime.resolve_device("cpu") == torch.device("cpu")
+    assert runtime.resolve_device("auto").type in ("cpu", "cuda", "mps")
+    with pytest.raises(M2LError, match=message):
+        runtime.resolve_device(name)
+
+
+def test_precision_auto_is_half_on_gpus_and_named_ones_are_checked():
+    assert runtime.resolve_precision("auto", torch.device("cuda")) == "fp16"
+    assert runtime.resolve_precision("auto", torch.device("cpu")) in ("bf16", "fp32")
+    assert runtime.resolve_precision("bf16", torch.device("cpu")) == "bf16"
+    with pytest.raises(M2LError, match="unknown precision 'fp8'"):
+        runtime.resolve_precision("fp8", torch.device("cpu"))
+
+
+def test_set_threads_is_the_one_explicit_way_to_change_the_thread_count():
+    previous = torch.get_num_threads()
+    try:
+        runtime.set_threads(1)
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(previous)
+    with pytest.raises(M2LError, match="threads must be at least 1"):
+        runtime.set_threads(0)

@@ -100,9 +100,7 @@ def test_save_and_load_through_a_stream():
 
 
 def test_duration_is_measured_at_the_original_rate():
-    latents = make_latents(
-        original_sample_rate=48000, num_samples=96000, model_num_samples=88200
-    )
+    latents = make_latents(original_sample_rate=48000, num_samples=96000, model_num_samples=88200)
     assert latents.duration == 2.0
 
 
@@ -128,9 +126,7 @@ def test_header_is_sorted_compact_json_and_read_header_returns_it(tmp_path):
     data = path.read_bytes()
     header, offset = read_header(path)
     assert header == latents.header()
-    expected = json.dumps(
-        header, sort_keys=True, separators=(",", ":"), ensure_ascii=False
-    )
+    expected = json.dumps(header, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     assert data[10:offset] == expected.encode("utf-8")
 
 
@@ -163,10 +159,7 @@ def test_file_size_follows_the_formula():
         data = latents.to_bytes()
         (header_len,) = struct.unpack("<I", data[6:10])
         assert len(data) == container_size(channels, latents.chunks, header_len)
-        assert (
-            len(data)
-            == 4 + 2 + 4 + header_len + channels * latents.chunks * 8 * 64 * 2 + 4
-        )
+        assert len(data) == 4 + 2 + 4 + header_len + channels * latents.chunks * 8 * 64 * 2 + 4
 
 
 def test_ten_seconds_of_stereo_is_14_chunks_and_28672_payload_bytes():
@@ -234,9 +227,7 @@ def test_header_missing_a_key():
 def test_header_key_of_the_wrong_type():
     data = make_latents().to_bytes()
     header = split(data)[1] | {"channels": "2"}
-    assert "header key 'channels' must be an integer" in load_error(
-        with_header(data, header)
-    )
+    assert "header key 'channels' must be an integer" in load_error(with_header(data, header))
 
 
 def test_header_with_inconsistent_chunk_count():

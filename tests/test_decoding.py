@@ -60,6 +60,6 @@ def test_splitting_model_calls_into_small_pieces_changes_nothing() -> None:
     waveform = np.random.default_rng(1).standard_normal((2, 3 * 32768)).astype(np.float32)
     latents = codec.encode(0.1 * waveform, 44100)
     whole = codec.decode(latents, seed=2)
-    codec.__dict__["chunks_per_call"] = 1
-    assert codec.chunks_per_call == 1
+    codec.runner.__dict__["chunks_per_call"] = 1
+    assert codec.runner.chunks_per_call == 1
     np.testing.assert_allclose(codec.decode(latents, seed=2), whole, atol=1e-5)

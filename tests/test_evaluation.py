@@ -1,4 +1,5 @@
-"""Objective metrics, the naive 689 Hz codec, file and folder comparison, and reports."""
+"""Objective metrics and diagnostics, the naive 689 Hz codec, file and folder
+comparison, and reports."""
 
 import json
 from pathlib import Path
@@ -7,9 +8,11 @@ import numpy as np
 import pytest
 import soundfile
 
-from m2l_cli import M2LError
 from m2l_cli import evaluation as ev
-from m2l_cli.audio import resample
+from m2l_cli.errors import EvaluationError
+from m2l_cli.evaluation import metrics
+from m2l_cli.evaluation.report import DIAGNOSTIC_COLUMNS
+from m2l_cli.resampling import resample
 
 RATE = 44100
 
@@ -85,7 +88,7 @@ def test_spectral_distances_grow_with_noise(name):
 
 
 def test_mel_filterbank_has_128_peaked_filters_covering_0_to_nyquist():
-    filters = ev.mel_filterbank(RATE)
+    filters = metrics.mel_filterbank(RATE)
     assert filters.shape == (128, 2048 // 2 + 1)
     assert (filters >= 0).all()
     peaks = filters.argmax(axis=1)
@@ -106,9 +109,109 @@ def test_naive_codec_keeps_the_length_and_only_low_frequencies():
     assert rms(coded_low[:, middle] - low[:, middle]) < 0.01 * rms(low)
 
 
+# Diagnostics: level per band and loudness.
+QUIETER_6_DB = 10 ** (-6 / 20)
+
+
+def test_a_copy_6_db_quieter_is_6_db_low_in_every_band_and_6_lu_quieter():
+    audio = music(3.0)
+    quieter = audio * QUIETER_6_DB
+    errors = ev.band_level_errors(audio, quieter, RATE)
+    assert len(errors) == 6
+    assert all(error == pytest.approx(-6.0, abs=1e-4) for error in errors.values())
+    assert ev.loudness_difference(audio, quieter, RATE) == pytest.approx(-6.0, abs=1e-4)
+    assert ev.loudness_difference(quieter, audio, RATE) == pytest.approx(6.0, abs=1e-4)
+
+
+def test_band_errors_show_where_a_low_pass_loses_level():
+    audio = music(3.0)
+    errors = list(ev.band_level_errors(audio, ev.naive_codec(audio, RATE), RATE).values())
+    assert abs(errors[0]) < 1.0  # 0-250 Hz: kept
+    assert all(error < -40 for error in errors[2:])  # above 1 kHz: gone
+
+
+def test_a_band_the_reference_has_nothing_in_has_no_error():
+    low_rate = 16000
+    t = np.arange(low_rate) / low_rate
+    audio = (0.1 * np.sin(2 * np.pi * 440 * t))[None].astype(np.float32)
+    errors = ev.band_level_errors(audio, audio, low_rate)
+    assert errors[metrics.band_key(10000, 22050)] is None
+    assert errors[metrics.band_key(250, 1000)] == pytest.approx(0.0)
+
+
+def test_k_weighting_at_48_khz_is_the_standards_filter():
+    (shelf_b, shelf_a), (highpass_b, highpass_a) = metrics.k_weighting(48000)
+    np.testing.assert_allclose(shelf_b, [1.53512485958697, -2.69169618940638, 1.19839281085285])
+    np.testing.assert_allclose(shelf_a, [1.0, -1.69065929318241, 0.73248077421585])
+    np.testing.assert_allclose(highpass_b, [1.0, -2.0, 1.0])
+    np.testing.assert_allclose(highpass_a, [1.0, -1.99004745483398, 0.99007225036621])
+
+
+def test_a_full_scale_997_hz_sine_reads_minus_3_lkfs():
+    """The calibration of ITU-R BS.1770: 0 dBFS at 997 Hz in one channel is -3.01 LKFS."""
+    for rate in (44100, 48000):
+        sine = np.sin(2 * np.pi * 997 * np.arange(5 * rate) / rate)[None]
+        assert ev.integrated_loudness(sine, rate) == pytest.approx(-3.01, abs=0.01)
+
+
+def test_loudness_gating_ignores_silence_and_much_quieter_passages():
+    audio = music(3.0)
+    loudness = ev.integrated_loudness(audio, RATE)
+    silence = np.zeros((2, 3 * RATE), np.float32)
+    whisper = audio * 10 ** (-30 / 20)  # 30 LU down: below the relative gate
+    for padding in (silence, whisper):
+        # Without gates half the time at (nearly) nothing would read 3 LU quieter; with
+        # them only the few blocks that straddle the change count a little lower.
+        padded = np.concatenate([audio, padding], axis=1)
+        assert ev.integrated_loudness(padded, RATE) == pytest.approx(loudness, abs=0.3)
+    assert ev.integrated_loudness(silence, RATE) is None
+    assert ev.integrated_loudness(audio[:, : RATE // 4], RATE) is None  # shorter than a block
+
+
+# Diagnostics: ticks at chunk boundaries.
+CHUNK_SECONDS = 32768 / 44100
+
+
+def clicks_every_chunk(rate: int, seconds: float = 10.0) -> tuple[np.ndarray, np.ndarray]:
+    """Stationary noise, and the same with a click at every chunk boundary."""
+    noise = 0.01 * np.random.default_rng(2).standard_normal((1, round(seconds * rate)))
+    clicked = noise.copy()
+    clicked[:, np.round(np.arange(0, noise.shape[1], CHUNK_SECONDS * rate)).astype(int)] += 0.9
+    return noise.astype(np.float32), clicked.astype(np.float32)
+
+
+@pytest.mark.parametrize("rate", [44100, 48000])
+def test_a_click_every_chunk_has_a_high_tick_ratio_and_noise_about_one(rate):
+    noise, clicked = clicks_every_chunk(rate)
+    assert ev.tick_ratio(noise, rate, CHUNK_SECONDS) == pytest.approx(1.0, abs=0.1)
+    assert ev.tick_ratio(clicked, rate, CHUNK_SECONDS) > 5
+
+
+def test_clicks_off_the_chunk_period_are_not_ticks():
+    noise, _ = clicks_every_chunk(RATE)
+    clicked = noise.copy()
+    clicked[:, :: round(0.3 * RATE)] += 0.9  # every 0.3 s: no fixed place in the period
+    assert ev.tick_ratio(clicked, RATE, CHUNK_SECONDS) < 2
+
+
+def test_no_tick_ratio_without_a_whole_period_or_without_highs():
+    noise, _ = clicks_every_chunk(RATE)
+    assert ev.tick_ratio(noise[:, :32000], RATE, CHUNK_SECONDS) is None
+    low = tones(100, 200, seconds=3.0)
+    assert ev.tick_ratio(low, RATE, CHUNK_SECONDS) is None
+
+
+def test_a_score_has_every_diagnostic_for_the_estimate_and_its_input():
+    noise, clicked = clicks_every_chunk(RATE, seconds=3.0)
+    row = ev.score(noise, clicked, RATE, chunk_seconds=CHUNK_SECONDS, use_visqol=False)
+    assert row["tick_ratio"] > 5 and row["tick_ratio_reference"] < 1.5
+    assert row["loudness_difference_lu"] > 0
+    assert all(metrics.band_key(low, high) in row for low, high in metrics.BANDS)
+
+
 # Alignment.
 def test_mismatched_channel_counts_raise():
-    with pytest.raises(M2LError, match="channel"):
+    with pytest.raises(EvaluationError, match="channel"):
         ev.si_sdr(music(channels=2), music(channels=1))
 
 
@@ -126,16 +229,17 @@ def test_compare_files_resamples_the_test_file_and_names_it_in_errors(tmp_path):
     row = ev.compare_files(reference, at_48k, use_visqol=False)
     assert row["si_sdr"] > 30 and row["seconds"] == pytest.approx(1.0, abs=1e-3)
     mono = write(tmp_path / "mono.wav", audio[:1])
-    with pytest.raises(M2LError, match="mono.wav: channel counts differ"):
+    with pytest.raises(EvaluationError, match="mono.wav: channel counts differ"):
         ev.compare_files(reference, mono, use_visqol=False)
 
 
-def test_read_audio_crops_from_an_offset(tmp_path):
+def test_read_clip_crops_from_an_offset(tmp_path):
     path = write(tmp_path / "a.wav", music(2.0))
-    audio, rate = ev.read_audio(path, offset=0.5, max_seconds=1.0)
+    audio, rate = ev.read_clip(path, offset=0.5, max_seconds=1.0)
     assert rate == RATE and audio.shape == (2, RATE)
-    with pytest.raises(M2LError, match="a.wav: no audio after the offset"):
-        ev.read_audio(path, offset=5.0)
+    assert np.array_equal(audio, music(2.0)[:, RATE // 2 : RATE // 2 + RATE])
+    with pytest.raises(EvaluationError, match="a.wav: no audio after the offset"):
+        ev.read_clip(path, offset=5.0)
 
 
 # Folders and reports.
@@ -156,6 +260,11 @@ def test_compare_folders_pairs_files_by_name_and_lists_missing_ones(tmp_path):
     assert [row[0] for row in table] == ["a.wav", "sub/b.flac", "mean", "median"]
     assert all(len(row) == len(ev.TABLE_COLUMNS) for row in table)
     assert table[0][-1] == "-"  # ViSQOL skipped
+    diagnostics = report.table_rows("test", DIAGNOSTIC_COLUMNS)
+    assert diagnostics[0][1] == "0.00"  # identical files: no loudness difference
+    assert len(diagnostics[0]) == 1 + len(DIAGNOSTIC_COLUMNS) == 10
+    summary = document["systems"]["test"]["summary"]
+    assert summary["band_error_db_1000_2500hz"]["mean"] == pytest.approx(0.0, abs=1e-6)
 
 
 def test_report_summary_ignores_missing_values():
@@ -181,11 +290,14 @@ def test_evaluate_codec_scores_the_model_beside_the_naive_codec(tmp_path, single
         assert len(rows) == 1 and rows[0]["seconds"] == pytest.approx(0.5, abs=1e-3)
     names = [row[0] for row in report.summary_rows()]
     assert names == [ev.CODEC_SYSTEM, ev.NAIVE_SYSTEM]
+    naive = report.systems[ev.NAIVE_SYSTEM][0]
+    assert naive["band_error_db_5000_10000hz"] < -40  # the naive codec keeps no highs
+    assert "loudness_difference_lu" in naive and "tick_ratio_reference" in naive
 
 
 # ViSQOL (optional package).
 def test_visqol_is_none_without_the_package(monkeypatch):
-    monkeypatch.setattr(ev, "_visqol_api", lambda: None)
+    monkeypatch.setattr(metrics, "_visqol_api", lambda: None)
     audio = music(1.5)
     assert ev.visqol(audio, audio, RATE) is None
 

@@ -29,7 +29,7 @@ class NoiseEmbedding(nn.Module):
 
     def forward(self, sigma: torch.Tensor) -> torch.Tensor:
         features = sinusoidal_embedding(torch.log(sigma) / 4.0, self.dim)
-        return self.mlp(features.to(self.mlp[0].weight.dtype))
+        return self.mlp(features.to(next(self.mlp.parameters()).dtype))
 
 
 class Modulation(nn.Module):
@@ -111,6 +111,7 @@ class TransformerBlock(nn.Module):
         if self.modulation is None:
             x = x + self.attention(self.norm1(x), mask)
             return x + self.mlp(self.norm2(x))
+        assert condition is not None, "a conditioned block needs its noise condition"
         tokens_per_chunk = x.shape[1] // condition.shape[1]
         terms = [
             term.repeat_interleave(tokens_per_chunk, dim=1) for term in self.modulation(condition)

@@ -45,16 +45,15 @@ class FrequencyScaling(nn.Module):
     def __init__(self, frequency_bins: int, hidden: int) -> None:
         super().__init__()
         self.hidden = hidden
-        self.mlp = nn.Sequential(
-            nn.Linear(hidden, hidden), nn.SiLU(), nn.Linear(hidden, 2 * frequency_bins)
-        )
-        nn.init.zeros_(self.mlp[-1].weight)
-        nn.init.zeros_(self.mlp[-1].bias)
+        last = nn.Linear(hidden, 2 * frequency_bins)
+        nn.init.zeros_(last.weight)
+        nn.init.zeros_(last.bias)
+        self.mlp = nn.Sequential(nn.Linear(hidden, hidden), nn.SiLU(), last)
 
     def forward(self, sigma: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """sigma [B, n] -> (input gains, output gains), each [B, n, 1, F, 1], float32."""
         features = sinusoidal_embedding(torch.log(sigma.reshape(-1)) / 4.0, self.hidden)
-        gains = self.mlp(features.to(self.mlp[0].weight.dtype)).float().exp()
+        gains = self.mlp(features.to(next(self.mlp.parameters()).dtype)).float().exp()
         gains = gains.reshape(*sigma.shape, 2, 1, -1, 1)
         return gains[:, :, 0], gains[:, :, 1]
 
@@ -83,9 +82,9 @@ class ConsistencyModel(nn.Module):
 
     def zero_output_head(self) -> None:
         """Zeroes the last layer, so a fresh model's output is exactly c_skip * x."""
-        last = self.depatchifier.head[-1]
-        torch.nn.init.zeros_(last.weight)
-        torch.nn.init.zeros_(last.bias)
+        assert self.depatchifier.head is not None
+        for parameter in self.depatchifier.head[-1].parameters():
+            torch.nn.init.zeros_(parameter)
 
     def network(
         self, x: torch.Tensor, sigma: torch.Tensor, features: list[torch.Tensor]

@@ -78,6 +78,7 @@ class Patchifier(nn.Module):
             if index > 0:
                 x = self.downsamplers[index - 1](x)
             if self.cross is not None:
+                assert features is not None, "cross-connections need the decoder's features"
                 x = x + self.cross[index](features[index])
             x = level(x, condition)
             outputs.append(x)

@@ -9,14 +9,14 @@ Writes go to a temporary file renamed into place, so a crash never leaves half a
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save
+from safetensors.torch import load_file, save_file
 
+from ..atomic import AtomicOutput
 from ..config import ModelConfig
 from ..errors import ModelError
 from ..model import Music2Latent2
@@ -60,14 +60,8 @@ def save_checkpoint(path: str | Path, checkpoint: Checkpoint) -> None:
         "model_config": checkpoint.model_config.to_json(),
         "train_config": checkpoint.train_config.to_json(),
     }
-    write_atomically(Path(path), save(tensors, metadata=metadata))
-
-
-def write_atomically(path: Path, data: bytes) -> None:
-    """Writes `data` to a temporary file beside `path`, then renames it into place."""
-    temporary = path.with_name(f".{path.name}.part")
-    temporary.write_bytes(data)
-    os.replace(temporary, path)
+    with AtomicOutput(path) as temporary:
+        save_file(tensors, str(temporary), metadata=metadata)
 
 
 def load_checkpoint(path: str | Path) -> Checkpoint:
@@ -118,5 +112,6 @@ def export_checkpoint(checkpoint: Path, output: Path, name: str | None = None) -
     data, model_id = serialize(
         model, name or f"{state.model_config.name}-step{state.step}", torch.float16
     )
-    write_atomically(output, data)
+    with AtomicOutput(output) as temporary:
+        temporary.write_bytes(data)
     return model_id

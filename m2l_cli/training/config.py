@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields, replace
+from typing import Any
 
 from ..config import ModelConfig, preset
 
@@ -88,7 +90,7 @@ class TrainConfig:
         if not 0.0 <= self.ema_decay < 1.0 or self.curriculum_ratio <= 1.0:
             raise ValueError("ema_decay must be in [0, 1) and curriculum_ratio above 1")
 
-    def with_routine(self, changes: dict[str, int] | None) -> TrainConfig:
+    def with_routine(self, changes: Mapping[str, Any] | None) -> TrainConfig:
         """These settings with some routine settings replaced."""
         changes = changes or {}
         unknown = set(changes) - set(self.ROUTINE)
@@ -132,20 +134,22 @@ class TrainingPlan:
 
     settings: TrainConfig | None
     model_config: ModelConfig | None
-    routine: dict[str, int]
+    routine: dict[str, Any]
 
     @classmethod
     def from_options(
         cls,
-        given: dict[str, object],
-        switches: dict[str, bool | None],
+        given: Mapping[str, Any],
+        switches: Mapping[str, bool | None],
         *,
         resume: bool,
         init: object | None,
     ) -> TrainingPlan:
         """Options left unset (None) take the defaults; ValueError names a bad one."""
-        chosen = {name: value for name, value in given.items() if value is not None}
-        model_switches = {name: value for name, value in switches.items() if value is not None}
+        chosen: dict[str, Any] = {name: value for name, value in given.items() if value is not None}
+        model_switches: dict[str, Any] = {
+            name: value for name, value in switches.items() if value is not None
+        }
         if resume:
             fixed = sorted(set(chosen) - set(TrainConfig.ROUTINE)) + sorted(model_switches)
             if fixed:

@@ -8,19 +8,18 @@ quieter than `silence_rms` are redrawn (deterministically too).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import soundfile
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from ..audio import audio_info, find_audio_files, read_excerpt
 from ..config import ModelConfig
 from ..errors import M2LError
 from ..spectral import SpectralTransform
-
-AUDIO_SUFFIXES = (".flac", ".wav", ".ogg", ".opus", ".mp3", ".aiff")
 
 
 @dataclass(frozen=True)
@@ -33,11 +32,9 @@ class Track:
 def find_tracks(folder: str | Path, min_frames: int, sample_rate: int) -> list[Track]:
     """Audio files under `folder` at the model rate and long enough for one crop."""
     tracks = []
-    for path in sorted(Path(folder).rglob("*")):
-        if path.suffix.lower() not in AUDIO_SUFFIXES:
-            continue
-        info = soundfile.info(str(path))
-        if info.samplerate == sample_rate and info.frames >= min_frames:
+    for path in find_audio_files(folder):
+        info = audio_info(path)
+        if info.sample_rate == sample_rate and info.frames >= min_frames:
             tracks.append(Track(str(path), info.frames, info.channels))
     if not tracks:
         raise M2LError(
@@ -67,9 +64,7 @@ class CropDataset(Dataset):
         for _ in range(20):
             track = self.tracks[rng.choice(len(self.tracks), p=self.weights)]
             start = int(rng.integers(0, track.frames - self.crop + 1))
-            audio, _ = soundfile.read(
-                track.path, frames=self.crop, start=start, dtype="float32", always_2d=True
-            )
+            audio = read_excerpt(track.path, start, self.crop)
             choice = int(rng.integers(0, track.channels + 1))
             mono = audio.mean(axis=1) if choice == track.channels else audio[:, choice]
             if np.sqrt(np.mean(mono**2)) >= self.silence_rms:
@@ -88,7 +83,7 @@ class CountingSampler(Sampler):
     def __init__(self, start: int) -> None:
         self.start = start
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[int]:
         index = self.start
         while True:
             yield index

@@ -7,15 +7,15 @@ from __future__ import annotations
 
 import csv
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import torch
 
-from ..codec import cpu_has_fast_bf16
 from ..config import ModelConfig, preset
 from ..errors import M2LError
 from ..model import Music2Latent2
+from ..runtime import PRECISIONS, resolve_device, resolve_training_precision
 from ..weights import read_weights
 from .checkpoint import CHECKPOINT_NAME, Checkpoint, load_checkpoint, save_checkpoint
 from .config import TrainConfig
@@ -24,26 +24,20 @@ from .objective import TrainingPrecision, consistency_loss, curriculum_gap
 
 
 def training_precision(settings: TrainConfig, device: torch.device) -> TrainingPrecision:
-    """The dtypes of the two parts. auto: bf16 on CUDA and on CPUs with native bf16."""
-    name = settings.precision
-    if name == "auto":
-        native = device.type == "cuda" or (device.type == "cpu" and cpu_has_fast_bf16())
-        name = "bf16" if native else "fp32"
-    if name not in ("fp32", "bf16"):
-        raise M2LError(f"training precision {name!r}: choose auto, fp32 or bf16")
-    dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16}
-    main = dtypes[name]
+    """The dtypes of the two parts (see `TrainingPrecision`)."""
+    main = PRECISIONS[resolve_training_precision(settings.precision, device)]
     choice = settings.consistency_precision
-    if choice == "auto":  # fp32 where the signal needs it (see TrainingPrecision)
+    if choice == "auto":  # fp32 where the signal needs it
         return TrainingPrecision(device.type, main, torch.float32, main)
-    consistency = main if choice == "inherit" else dtypes[choice]
+    consistency = main if choice == "inherit" else PRECISIONS[choice]
     return TrainingPrecision(device.type, main, consistency, consistency)
 
 
 class Trainer:
     """Holds the model, its EMA copy, the optimizer and the noise generator.
 
-    Seeds torch's global generator from the settings: resuming bit for bit needs it.
+    Unlike the codec, it seeds torch's global generator (from the settings) and a
+    resumed one restores it: resuming bit for bit needs it.
     """
 
     def __init__(self, settings: TrainConfig, config: ModelConfig, device: torch.device) -> None:
@@ -53,8 +47,10 @@ class Trainer:
         self.model = Music2Latent2(config)
         if settings.zero_init_head:
             self.model.consistency.zero_output_head()
-        self.model.to(device, memory_format=torch.channels_last)
-        self.ema = Music2Latent2(config).to(device, memory_format=torch.channels_last)
+        # torch's stubs lack Module.to's memory_format, which it takes and applies.
+        self.model.to(device, memory_format=torch.channels_last)  # type: ignore[call-overload]
+        self.ema = Music2Latent2(config)
+        self.ema.to(device, memory_format=torch.channels_last)  # type: ignore[call-overload]
         self.ema.load_state_dict(self.model.state_dict())
         self.ema.requires_grad_(False)
         self.optimizer = torch.optim.RAdam(
@@ -122,8 +118,8 @@ class Trainer:
     def _update_ema(self, decay: float) -> None:
         for average, current in zip(self.ema.parameters(), self.model.parameters(), strict=True):
             average.lerp_(current, 1.0 - decay)
-        for average, current in zip(self.ema.buffers(), self.model.buffers(), strict=True):
-            average.copy_(current)
+        for buffer, source in zip(self.ema.buffers(), self.model.buffers(), strict=True):
+            buffer.copy_(source)
 
 
 def new_trainer(
@@ -161,7 +157,7 @@ def train(
     leaves a checkpoint of the last finished step in `run`. A new run can start from
     the weights of a model file (`initial_weights`; its config replaces the preset).
     `routine` replaces routine settings (`TrainConfig.ROUTINE`), of a resumed run too."""
-    device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = device or resolve_device()
     run.mkdir(parents=True, exist_ok=True)
     checkpoint_path = run / CHECKPOINT_NAME
     if resume:
@@ -187,7 +183,7 @@ def train(
 
 def _run(
     trainer: Trainer,
-    batches,
+    batches: Iterable[torch.Tensor],
     last_step: int,
     log: TrainingLog,
     checkpoint_path: Path,

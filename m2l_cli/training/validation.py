@@ -6,14 +6,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-import soundfile
-
+from ..audio import audio_info
 from ..codec import Codec
 from ..errors import M2LError
 from ..evaluation import CODEC_SYSTEM, audio_files, evaluate_codec
+from ..evaluation.report import DIAGNOSTIC_COLUMNS, SCORE_COLUMNS
 from .loop import Trainer
-
-VALIDATION_METRICS = ("si_sdr", "log_mel", "mr_stft", "visqol")
 
 
 def make_validator(
@@ -24,10 +22,10 @@ def make_validator(
     clips = [path for _, path in sorted(audio_files(folder).items())][:count]
     if not clips:
         raise M2LError(f"{folder}: no audio files to validate on")
-    starts = [max(0.0, min(offset, soundfile.info(str(clip)).duration - seconds)) for clip in clips]
+    starts = [max(0.0, min(offset, audio_info(clip).duration - seconds)) for clip in clips]
 
     def validate(trainer: Trainer) -> dict:
-        codec = Codec(trainer.ema, "validation", device=str(trainer.device))
+        codec = Codec(trainer.ema, "validation", device=trainer.device)
         rows = []
         for clip, start in zip(clips, starts, strict=True):
             report = evaluate_codec(codec, clip, max_seconds=seconds, offset=start)
@@ -35,9 +33,9 @@ def make_validator(
                 raise M2LError(report.errors[0])
             rows += report.systems[CODEC_SYSTEM]
         return {
-            key: sum(row[key] for row in rows) / len(rows)
-            for key in VALIDATION_METRICS
-            if all(row.get(key) is not None for row in rows)
+            column.key: sum(row[column.key] for row in rows) / len(rows)
+            for column in SCORE_COLUMNS + DIAGNOSTIC_COLUMNS
+            if all(row.get(column.key) is not None for row in rows)
         }
 
     return validate

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from ..config import ModelConfig
-from .blocks import ResidualBlock
+from .blocks import Conditioning, ResidualBlock
 
 
 class Level(nn.Module):
@@ -22,7 +22,7 @@ class Level(nn.Module):
             ResidualBlock(channels, groups, condition_dim) for _ in range(count)
         )
 
-    def forward(self, x: torch.Tensor, condition: torch.Tensor | None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, condition: Conditioning | None) -> torch.Tensor:
         for block in self.blocks:
             x = block(x, condition)
         return x
@@ -69,7 +69,7 @@ class Patchifier(nn.Module):
     def forward(
         self,
         x: torch.Tensor,
-        condition: torch.Tensor | None = None,
+        condition: Conditioning | None = None,
         features: list[torch.Tensor] | None = None,
     ) -> tuple[torch.Tensor, list[torch.Tensor]]:
         x = self.stem(x) + self.frequency_position
@@ -119,7 +119,7 @@ class DePatchifier(nn.Module):
     def forward(
         self,
         tokens: torch.Tensor,
-        condition: torch.Tensor | None = None,
+        condition: Conditioning | None = None,
         skips: list[torch.Tensor] | None = None,
     ) -> tuple[list[torch.Tensor], torch.Tensor | None]:
         """Returns (features by level, fine first) and the head's output or None."""

@@ -10,6 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .ops import attention, group_norm
+
 
 def sinusoidal_embedding(values: torch.Tensor, dim: int) -> torch.Tensor:
     """Transformer-style sin/cos features of `values` ([N] -> [N, dim])."""
@@ -112,7 +114,12 @@ def modulated_group_norm(
     gain = 1 + scale
     weight = (norm.weight * gain)[:, :, None, None]
     bias = torch.addcmul(shift, norm.bias, gain)[:, :, None, None]
-    return torch.addcmul(bias, F.group_norm(x, norm.num_groups, eps=norm.eps), weight)
+    return torch.addcmul(bias, group_norm(x, norm.num_groups, eps=norm.eps), weight)
+
+
+def apply_group_norm(norm: nn.GroupNorm, x: torch.Tensor) -> torch.Tensor:
+    """`norm(x)` through `ops.group_norm` (fast backward on channels_last maps)."""
+    return group_norm(x, norm.num_groups, norm.weight, norm.bias, norm.eps)
 
 
 class ResidualBlock(nn.Module):
@@ -130,9 +137,9 @@ class ResidualBlock(nn.Module):
         self.modulation = Modulation(condition_dim, channels, 2) if condition_dim else None
 
     def forward(self, x: torch.Tensor, condition: Conditioning | None = None) -> torch.Tensor:
-        h = self.conv1(F.silu(self.norm1(x)))
+        h = self.conv1(F.silu(apply_group_norm(self.norm1, x)))
         if self.modulation is None:
-            h = self.norm2(h)
+            h = apply_group_norm(self.norm2, h)
         else:
             assert condition is not None, "a conditioned block needs its noise condition"
             shift, scale = condition.terms(self.modulation)
@@ -147,11 +154,11 @@ def chunk_causal_attention(
     its own and earlier chunks: one unmasked call per chunk, each chunk's queries
     against the keys they may see (no mask, and no work on keys they may not)."""
     if chunks == 1:
-        return F.scaled_dot_product_attention(query, key, value)
+        return attention(query, key, value)
     size = query.shape[-2] // chunks
     return torch.cat(
         [
-            F.scaled_dot_product_attention(
+            attention(
                 query[..., index * size : (index + 1) * size, :],
                 key[..., : (index + 1) * size, :],
                 value[..., : (index + 1) * size, :],

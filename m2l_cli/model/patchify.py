@@ -7,10 +7,11 @@ convolution (kernel = stride), so no level mixes patches it should not see.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..config import ModelConfig
-from .blocks import Conditioning, ResidualBlock
+from .blocks import Conditioning, ResidualBlock, apply_group_norm
 
 
 class Level(nn.Module):
@@ -133,5 +134,8 @@ class DePatchifier(nn.Module):
                 x = x + skips[index]
             x = self.levels[index](x, condition)
             features[index] = x
-        output = self.head(x) if self.head is not None else None
-        return features, output
+        if self.head is None:
+            return features, None
+        norm, _, convolution = self.head
+        assert isinstance(norm, nn.GroupNorm)
+        return features, convolution(F.silu(apply_group_norm(norm, x)))

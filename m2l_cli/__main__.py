@@ -32,6 +32,8 @@ def main() -> None:
         word, code = STOPPED[Terminated if isinstance(stop, Terminated) else KeyboardInterrupt]
         with contextlib.suppress(AttributeError, OSError, ValueError):
             sys.stderr.write(f"m2l: {word}\n")
+    for number in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(number, signal.SIG_IGN)  # the work is done: shutting down is not undone
     sys.exit(code)
 
 

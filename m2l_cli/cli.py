@@ -34,7 +34,7 @@ from .display import (
 )
 from .errors import M2LError
 from .paths import STDIO, check_output, default_output
-from .stdio import flush_stdout, print_text, stdin
+from .stdio import abandon_stdout, flush_stdout, print_text, stdin
 from .text import shown
 from .weights_header import MODEL_VARIABLE
 
@@ -161,30 +161,12 @@ def load_codec(
         from .codec import Codec
         from .runtime import set_threads
 
-        check_runtime(device, precision)
         if threads:
             set_threads(threads)
         codec = Codec.load(model, device=device, precision=precision)
     if not codec.trained and not quiet:
         note(f"note: model {codec.model_name} is untrained: its audio is not a real codec's")
     return codec
-
-
-def source_seconds(source: str, decode: bool) -> float | None:
-    """The audio length of an input, for the progress bar; None when unknown."""
-    if source == STDIO:
-        return None
-    try:
-        if decode:
-            from .container_format import read_header
-
-            header, _ = read_header(source)
-            return header["num_samples"] / header["original_sample_rate"]
-        from .audio import audio_info
-
-        return audio_info(source).duration
-    except M2LError:
-        return None
 
 
 def finish(results: list[FileResult], started: float, quiet: bool) -> None:
@@ -217,15 +199,19 @@ def encode(
 ) -> None:
     """Encode an audio file (wav, flac, ogg, opus, mp3, aiff...) into an .m2l container."""
     from .container_format import SUFFIX
-    from .files import encode_files, encode_progress_total
 
     target = output or default_output(source, SUFFIX)
     metadata = parse_metadata(meta)
+    check_runtime(device, precision)
     check_output(target, force, [source])
+    from .audio import audio_info
+    from .files import encode_files, encode_progress_total
+
+    info = None if source == STDIO else audio_info(source)  # a bad input fails at once
     codec = load_codec(model, device, precision, threads, quiet)
     started = time.monotonic()
     total = encode_progress_total(codec, source)
-    with progress_bar("encoding", total, quiet, source_seconds(source, False)) as bar:
+    with progress_bar("encoding", total, quiet, info.duration if info else None) as bar:
         pairs = [(source, target)]
         progress = bar.advance if bar else None
         runs = encode_files(
@@ -257,14 +243,19 @@ def decode(
 ) -> None:
     """Decode an .m2l container to WAV or FLAC, at the original sample rate and sample
     format by default."""
-    from .files import decode_progress_total
+    from .container_format import read_header
 
     target = output or default_output(source, f".{format_name or 'wav'}")
+    check_runtime(device, precision)
     check_output(target, force, [source])
+    header = None if source == STDIO else read_header(source)[0]  # fails at once if broken
+    from .files import decode_progress_total
+
     codec = load_codec(model, device, precision, threads, quiet)
     started = time.monotonic()
     total = decode_progress_total(source)
-    with progress_bar("decoding", total, quiet, source_seconds(source, True)) as bar:
+    seconds = header["num_samples"] / header["original_sample_rate"] if header else None
+    with progress_bar("decoding", total, quiet, seconds) as bar:
         runs = decode_pairs(
             codec, [(source, target)], sigma_cond, seed, sample_rate, format_name, subtype,
             batch_size, bar,
@@ -378,6 +369,7 @@ def batch(
     from .files import encode_files
 
     metadata = parse_metadata(meta)
+    check_runtime(device, precision)
     plan = plan_batch(
         folder,
         decode=decode_mode,
@@ -419,9 +411,10 @@ def print_summary(results: list[FileResult], plan: BatchPlan, quiet: bool, wall:
             for r in results
         ]
         rows += [(path, "failed", "", reason) for path, reason in plan.failed]
-        rows += [(path, "skipped", "", reason) for path, reason in plan.skipped]
+        rows += [(path, "skipped", "", reason) for path, reason in sorted(plan.skipped)]
         if rows:
-            say(table("m2l batch", ("file", "status", "audio s", "output / reason"), rows))
+            headers = ("file", "status", "audio s", "output / reason")
+            say(table("m2l batch", headers, rows, terminal_width(sys.stderr), folding=(0, 3)))
     done = [result for result in results if not result.error]
     line = f"{len(done)} ok, {len(errors)} failed, {len(plan.skipped)} skipped"
     if plan.others:
@@ -628,7 +621,7 @@ def evaluate(
         float, typer.Option(min=0.0, metavar="SECONDS", help="Crop start, seconds.")
     ] = 0.0,
     visqol: Annotated[
-        bool, typer.Option(help="Also compute ViSQOL (slow; needs the eval extra).")
+        bool, typer.Option(help="Also compute ViSQOL (slow; needs m2l_cli[eval]).")
     ] = True,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print the report as JSON, not tables.")
@@ -647,6 +640,8 @@ def evaluate(
 
     if len(paths) not in (1, 2):
         raise typer.BadParameter("give REF_DIR TEST_DIR, or one folder with --model")
+    if len(paths) == 1:
+        check_runtime(device, precision)
     if output:
         check_output(str(output), force)
     if len(paths) == 2:
@@ -731,6 +726,13 @@ def run(args: list[str]) -> int:
         raise KeyboardInterrupt from None
     except M2LError as problem:
         error(str(problem))
+        return 1
+    except OSError as problem:  # help text on a full disk or a closed pipe, mostly
+        if problem.filename is not None:
+            error(f"{problem.filename}: {problem.strerror or problem}")
+        else:
+            abandon_stdout()
+            error(f"cannot write to stdout ({problem.strerror or problem})")
         return 1
     if code == INTERRUPTED:  # typer's way of reporting Ctrl-C
         raise KeyboardInterrupt

@@ -98,17 +98,26 @@ def written_line(target: str, seconds: float, channels: int, size: int, wall: fl
     )
 
 
-def table(title: str, headers: Row, rows: Sequence[Row], width: int | None = None) -> str:
-    """A table as text (no vertical lines, so ten columns fit 80 characters); cells
-    are shown as they are, escaped, never as markup."""
+def table(
+    title: str,
+    headers: Row,
+    rows: Sequence[Row],
+    width: int | None = None,
+    folding: Sequence[int] = (0,),
+) -> str:
+    """A table as text (no vertical lines, so ten columns fit 80 characters); the
+    columns numbered in `folding` share the width left and fold long cells, the others
+    keep their cells whole. Cells are shown escaped, never as markup."""
     from rich import box
     from rich.console import Console
     from rich.table import Table
 
     grid = Table(title=_plain(title), box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
-    grid.add_column(_plain(headers[0]), overflow="fold")
-    for header in headers[1:]:
-        grid.add_column(_plain(header), no_wrap=True)
+    for index, header in enumerate(headers):
+        if index in folding:
+            grid.add_column(_plain(header), overflow="fold", ratio=1)
+        else:
+            grid.add_column(_plain(header), no_wrap=True)
     for row in rows:
         grid.add_row(*(_plain(cell) for cell in row))
     buffer = StringIO()

@@ -224,7 +224,10 @@ def _drain(failures: list[FileResult]) -> Iterator[FileResult]:
 
 
 def _message(name: str, error: Exception) -> str:
+    """The error's one line, starting with the file it is about."""
     text = str(error)
     if isinstance(error, OSError) and error.strerror:
         text = error.strerror
-    return text if text.startswith(name) else f"{name}: {text}"
+    if isinstance(error, M2LError) or text.startswith(name):
+        return text
+    return f"{'<stdin>' if name == STDIO else name}: {text}"

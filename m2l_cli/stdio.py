@@ -56,7 +56,7 @@ def writing_stdout() -> Iterator[BinaryIO]:
         yield stream
         stream.flush()
     except OSError as error:
-        _silence_stdout()
+        abandon_stdout()
         raise M2LError(f"cannot write to stdout ({error.strerror or error})") from None
 
 
@@ -80,9 +80,9 @@ def flush_stdout() -> None:
             sys.stdout.flush()
 
 
-def _silence_stdout() -> None:
-    """After a failed write: stdout becomes /dev/null, so the interpreter's own flush
-    at exit cannot fail again with a traceback."""
+def abandon_stdout() -> None:
+    """After a failed write to stdout: it becomes /dev/null, so the interpreter's own
+    flush at exit cannot fail again with a traceback."""
     try:
         null = os.open(os.devnull, os.O_WRONLY)
         os.dup2(null, sys.stdout.fileno() if sys.stdout is not None else 1)

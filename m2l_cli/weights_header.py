@@ -149,7 +149,7 @@ def _entry(key: str, value: object, name: str) -> TensorEntry:
     if not isinstance(value, dict):
         raise bad
     dtype, shape, offsets = value.get("dtype"), value.get("shape"), value.get("data_offsets")
-    if dtype not in FLOAT_SIZES:
+    if not isinstance(dtype, str) or dtype not in FLOAT_SIZES:
         raise ModelError(f"{name}: tensor {key!r:.60} has type {dtype!r:.20}; weights are floats")
     if not isinstance(shape, list) or len(shape) > 8 or not all(_natural(n) for n in shape):
         raise bad

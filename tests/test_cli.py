@@ -6,19 +6,17 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile
+from commands import M2L, assert_one_line_error, files_in, m2l
 
 import m2l_cli
 from m2l_cli import Codec
 from m2l_cli.evaluation import log_mel_distance, naive_codec
-
-M2L = str(Path(sys.executable).parent / "m2l")
 
 
 @pytest.fixture(scope="module")
@@ -41,34 +39,16 @@ def workdir(tmp_path: Path, model_file: Path) -> Path:
     return tmp_path
 
 
-def m2l(*args: str, cwd: Path, model: Path | None, stdin: bytes | None = None):
-    environment = {k: v for k, v in os.environ.items() if k != "M2L_MODEL"}
-    if model is not None:
-        environment["M2L_MODEL"] = str(model)
-    return subprocess.run(
-        [M2L, *args], cwd=cwd, env=environment, input=stdin, capture_output=True, timeout=300
-    )
-
-
-def files_in(folder: Path) -> set[str]:
-    return {str(path.relative_to(folder)) for path in folder.rglob("*")}
-
-
-def assert_one_line_error(result, *words: str) -> None:
-    assert result.returncode == 1
-    errors = [line for line in result.stderr.decode().splitlines() if "error" in line]
-    assert len(errors) == 1, result.stderr.decode()
-    assert "Traceback" not in result.stderr.decode()
-    for word in words:
-        assert word in errors[0]
-
-
 def test_encode_decode_info_round_trip(workdir: Path, model_file: Path) -> None:
     encoded = m2l("encode", "song.wav", "--meta", "artist=me", cwd=workdir, model=model_file)
     assert encoded.returncode == 0, encoded.stderr
     assert encoded.stdout == b""
+    written = encoded.stderr.decode().splitlines()[-1]
+    assert written.startswith("m2l: wrote song.wav.m2l: 2.5 s, 2 channels, ")
+    assert written.endswith("x real time") and " kB, " in written and " kbit/s, " in written
     decoded = m2l("decode", "song.wav.m2l", "-o", "back.flac", cwd=workdir, model=model_file)
     assert decoded.returncode == 0, decoded.stderr
+    assert decoded.stderr.decode().splitlines()[-1].startswith("m2l: wrote back.flac: 2.5 s, ")
     original, back = soundfile.info(workdir / "song.wav"), soundfile.info(workdir / "back.flac")
     assert (back.frames, back.channels, back.samplerate) == (original.frames, 2, 44100)
     info = m2l("info", "song.wav.m2l", "--json", cwd=workdir, model=None)

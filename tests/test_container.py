@@ -8,6 +8,7 @@ import zlib
 
 import numpy as np
 import pytest
+import script_modules
 
 from m2l_cli.container import Latents, container_size, read_header
 from m2l_cli.errors import ContainerError, ModelError
@@ -35,6 +36,9 @@ def make_latents(channels: int = 2, seconds: float = 1.0, **overrides) -> Latent
     return Latents(**fields)
 
 
+FUZZ = script_modules.load("fuzz")
+
+
 def split(data: bytes) -> tuple[bytes, dict, bytes]:
     """Cut a version 2 container into (preamble, header dict, payload + trailer)."""
     (header_len,) = struct.unpack("<I", data[6:10])
@@ -43,21 +47,13 @@ def split(data: bytes) -> tuple[bytes, dict, bytes]:
 
 def with_raw_header(data: bytes, raw: bytes, version: bytes = b"\x02\x00") -> bytes:
     """Replace the header bytes of a container (and the header checksum, as a writer
-    of that version would), keeping payload and checksum."""
-    _, _, rest = split(data)
-    head = data[:4] + version + struct.pack("<I", len(raw)) + raw
-    return head + struct.pack("<I", zlib.crc32(head)) + rest
+    of that version would), keeping the payload."""
+    return FUZZ.rebuild(data[:4] + version, raw, FUZZ.parts(data)[2])
 
 
 def with_header(data: bytes, header: dict) -> bytes:
     """Replace the JSON header of a container, keeping payload and checksum."""
     return with_raw_header(data, json.dumps(header).encode())
-
-
-def version_1(data: bytes) -> bytes:
-    """The same container in the layout of format 1.0 (no header checksum)."""
-    (header_len,) = struct.unpack("<I", data[6:10])
-    return data[:4] + b"\x01\x00" + data[6 : 10 + header_len] + data[14 + header_len :]
 
 
 def load_error(data: bytes, name: str = "song.m2l") -> str:
@@ -214,7 +210,7 @@ def test_newer_minor_version_is_accepted():
 
 def test_version_1_files_without_a_header_checksum_still_read():
     latents = make_latents()
-    old = version_1(latents.to_bytes())
+    old = FUZZ.as_version_1(latents.to_bytes())
     assert old[4:6] == b"\x01\x00"
     loaded = Latents.from_bytes(old)
     assert np.array_equal(loaded.values, latents.values)

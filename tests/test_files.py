@@ -3,13 +3,15 @@ totals, and input files closed after encoding."""
 
 from __future__ import annotations
 
+import os
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile
 
-from m2l_cli import Codec, files
+from m2l_cli import Codec, atomic, files
 from m2l_cli.atomic import AtomicOutput
 from m2l_cli.audio import AudioSource
 from m2l_cli.batch import plan_batch
@@ -131,6 +133,32 @@ def test_an_atomic_output_appears_only_when_complete(tmp_path):
         raise RuntimeError
     assert target.read_bytes() == b"data"
     assert sorted(path.name for path in tmp_path.iterdir()) == ["out.bin"]
+
+
+def test_orphaned_temporary_files_are_removed_and_only_those(tmp_path, monkeypatch):
+    dead = 2**22 + 12345  # above any pid this machine hands out
+    live = os.getppid()
+    names = {
+        f".m2l-{atomic.HOST}-{dead}-abcd1234.part": False,  # ours, its process gone
+        f".m2l-{atomic.HOST}-{live}-abcd1234.part": True,  # a process still writing
+        f".m2l-ffffff-{dead}-abcd1234.part": True,  # made on another host
+        ".m2l-abcd1234.part": True,  # an earlier version's, less than a day old
+        ".m2l-efgh5678.part": False,  # an earlier version's, two days old
+        "song.wav.m2l": True,
+    }
+    for name in names:
+        (tmp_path / name).write_bytes(b"x")
+    two_days_ago = time.time() - 2 * 86400
+    os.utime(tmp_path / ".m2l-efgh5678.part", (two_days_ago, two_days_ago))
+    (tmp_path / f".m2l-{atomic.HOST}-{dead}-link0000.part").symlink_to(tmp_path / "song.wav.m2l")
+    monkeypatch.setattr(atomic, "_cleaned", set())
+    with AtomicOutput(tmp_path / "new.bin") as temporary:
+        temporary.write_bytes(b"new")
+    left = {path.name for path in tmp_path.iterdir()}
+    assert left == {name for name, kept in names.items() if kept} | {
+        "new.bin",
+        f".m2l-{atomic.HOST}-{dead}-link0000.part",  # a link is never ours to delete
+    }
 
 
 # Progress totals: what the loops report is what the API announced.

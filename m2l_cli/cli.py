@@ -202,8 +202,8 @@ def encode(
 
     target = output or default_output(source, SUFFIX)
     metadata = parse_metadata(meta)
-    check_runtime(device, precision)
     check_output(target, force, [source])
+    check_runtime(device, precision)
     from .audio import audio_info
     from .files import encode_files, encode_progress_total
 
@@ -246,8 +246,8 @@ def decode(
     from .container_format import read_header
 
     target = output or default_output(source, f".{format_name or 'wav'}")
-    check_runtime(device, precision)
     check_output(target, force, [source])
+    check_runtime(device, precision)
     header = None if source == STDIO else read_header(source)[0]  # fails at once if broken
     from .files import decode_progress_total
 

@@ -354,9 +354,9 @@ def test_usage_errors_are_one_line_with_exit_2(workdir: Path) -> None:
     for arguments, words in [
         (("encode",), ["Missing argument 'IN'", "m2l encode --help"]),
         (("encode", "song.wav", "--bogus"), ["No such option: --bogus"]),
-        (("encode", "song.wav", "--device", "quantum"), ["--device", "unknown device"]),
-        (("encode", "song.wav", "--device", "cuda:7"), ["--device", "not available"]),
-        (("encode", "song.wav", "--precision", "fp8"), ["--precision", "fp8"]),
+        (("encode", "song.wav", "-o", "x.m2l", "--device", "quantum"), ["--device", "unknown"]),
+        (("decode", "song.wav.m2l", "--device", "cuda:7"), ["--device", "not available"]),
+        (("encode", "song.wav", "-o", "x.m2l", "--precision", "fp8"), ["--precision", "fp8"]),
         (("decode", "song.wav.m2l", "--format", "mp3"), ["--format", "wav or flac"]),
         (("encode", "song.wav", "--meta", "novalue"), ["--meta", "key=value"]),
         (("decode", "x", "--sigma-cond", "-1"), ["--sigma-cond"]),

@@ -5,6 +5,7 @@ ends the process with one line and exit 130 or 143, never a traceback."""
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import sys
 from types import FrameType
@@ -14,7 +15,16 @@ from .errors import Terminated
 STOPPED = {KeyboardInterrupt: ("interrupted", 130), Terminated: ("terminated", 143)}
 
 
+_MAIN_PROCESS = os.getpid()
+
+
 def _terminate(number: int, frame: FrameType | None) -> None:
+    """SIGTERM or SIGHUP in the command's process unwinds it; in a child it forked
+    (a data loader worker), the signal does what it did before: end the child."""
+    if os.getpid() != _MAIN_PROCESS:
+        signal.signal(number, signal.SIG_DFL)
+        os.kill(os.getpid(), number)
+        return
     raise Terminated
 
 

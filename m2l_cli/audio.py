@@ -6,7 +6,8 @@ float32, except `read_excerpt`, which returns soundfile's [frames, channels]."""
 from __future__ import annotations
 
 import io
-import sys
+import stat
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from enum import Enum
@@ -18,12 +19,25 @@ import soundfile
 
 from .errors import AudioError
 from .paths import STDIO, find_files
+from .stdio import read_up_to, stdin
 
 AUDIO_SUFFIXES = frozenset(
     {".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aiff", ".aif", ".aifc", ".w64", ".caf"}
 )
+UNREADABLE_AUDIO_SUFFIXES = frozenset(
+    {".m4a", ".mp4", ".aac", ".alac", ".wma", ".ape", ".wv", ".mka", ".webm", ".ac3", ".dts"}
+    | {".amr", ".mpc", ".tta", ".dsf", ".dff", ".ra"}
+)
+"""Audio formats libsndfile cannot read: a folder run names them instead of passing
+over them in silence."""
 BLOCK_FRAMES = 1 << 16
 DEFAULT_SUBTYPE = "PCM_16"
+WIDE_SUBTYPES = ("FLOAT", "DOUBLE", "PCM_32")
+"""Sample formats FLAC cannot hold: their sound is restored in PCM_24 there."""
+PROBE_BYTES = 1 << 20
+STDIN_LIMIT = 8 << 30
+"""Audio read from stdin is kept in an unnamed temporary file (pipes cannot seek),
+at most this many bytes of it: a file argument has no limit."""
 SOUNDFILE_ERRORS = (soundfile.LibsndfileError, RuntimeError, TypeError, ValueError)
 
 
@@ -105,15 +119,14 @@ def read_excerpt(path: str | Path, start: int = 0, frames: int = -1) -> np.ndarr
 
 
 class AudioSource:
-    """An audio file (or stdin, read whole first: pipes cannot seek) read in blocks.
-
-    Close it when done, or use it as a context manager.
+    """An audio file, or stdin, read in blocks. Close it when done, or use it as a
+    context manager. `sample_format` is the file's libsndfile subtype (PCM_16, ...).
     """
 
     def __init__(self, source: str | Path | BinaryIO, name: str | None = None) -> None:
         self.name = name or ("<stdin>" if source == STDIO else str(source))
         if source == STDIO:
-            source = io.BytesIO(sys.stdin.buffer.read())
+            source = _buffer_stdin(self.name)
         if isinstance(source, (str, Path)):
             _check_file(Path(source), self.name)
         elif isinstance(source, io.BytesIO) and not source.getbuffer().nbytes:
@@ -125,6 +138,7 @@ class AudioSource:
         self.sample_rate: int = self.file.samplerate
         self.channels: int = self.file.channels
         self.frames: int = max(self.file.frames, 0)
+        self.sample_format: str = self.file.subtype or ""
 
     def blocks(self, frames: int = BLOCK_FRAMES) -> Iterator[np.ndarray]:
         """Yields [channels, n] float32 blocks until the end of the file."""
@@ -194,12 +208,57 @@ class AudioSink:
 
 def _check_file(path: Path, name: str) -> None:
     """The one-line errors for a path that cannot hold audio."""
-    if not path.exists():
-        raise AudioError(f"{name}: no such file")
-    if path.is_dir():
+    try:
+        status = path.stat()
+    except FileNotFoundError:
+        raise AudioError(f"{name}: no such file") from None
+    except OSError as error:
+        raise AudioError(f"{name}: cannot read ({error.strerror or error})") from None
+    if stat.S_ISDIR(status.st_mode):
         raise AudioError(f"{name}: is a directory")
-    if path.stat().st_size == 0:
+    if not stat.S_ISREG(status.st_mode):
+        raise AudioError(f"{name}: not a regular file (give a file, or - for stdin)")
+    if status.st_size == 0:
         raise AudioError(f"{name}: empty file")
+
+
+def _buffer_stdin(name: str) -> BinaryIO:
+    """stdin, made seekable: in memory when short; else, once its first megabyte reads
+    as audio (so an endless stream of noise fails at once), in an unnamed temporary
+    file that vanishes with the process, up to STDIN_LIMIT bytes."""
+    stream = stdin()
+    probe = read_up_to(stream, PROBE_BYTES)
+    if len(probe) < PROBE_BYTES:
+        return io.BytesIO(probe)
+    try:
+        soundfile.info(io.BytesIO(probe))
+    except SOUNDFILE_ERRORS as error:
+        raise AudioError(f"{name}: not a readable audio file ({_reason(error)})") from None
+    spool = tempfile.TemporaryFile()  # noqa: SIM115 (the AudioSource owns it)
+    try:
+        spool.write(probe)
+        while block := stream.read(PROBE_BYTES):
+            if spool.tell() + len(block) > STDIN_LIMIT:
+                raise AudioError(f"{name}: more than {STDIN_LIMIT >> 30} GiB; give a file")
+            spool.write(block)
+        spool.seek(0)
+    except OSError as error:
+        spool.close()
+        raise AudioError(f"{name}: cannot buffer stdin ({error.strerror or error})") from None
+    except BaseException:
+        spool.close()
+        raise
+    return spool
+
+
+def restored_subtype(sample_format: str, file_format: OutputFormat) -> str:
+    """The sample format to decode to: the source's (`sample_format`) when the output
+    format holds it, PCM_24 for a wider one in FLAC, else the default PCM_16."""
+    if sample_format and soundfile.check_format(file_format.name, sample_format):
+        return sample_format
+    if sample_format in WIDE_SUBTYPES and soundfile.check_format(file_format.name, "PCM_24"):
+        return "PCM_24"
+    return DEFAULT_SUBTYPE
 
 
 def _reason(error: Exception) -> str:

@@ -1,23 +1,35 @@
 """Planning a folder's worth of work: which files to encode (or decode), where each
-output goes (beside its input, or in a mirrored tree), and which are skipped because
-their output exists."""
+output goes (beside its input, or in a mirrored tree), and every entry that is not
+coded, with the reason: an existing output, a folder or link that only looks like
+audio, a format we cannot read, our own decoded output, a name two inputs share."""
 
 from __future__ import annotations
 
+import errno
+import os
+import stat
+import unicodedata
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .audio import OutputFormat, find_audio_files
+from .audio import AUDIO_SUFFIXES, UNREADABLE_AUDIO_SUFFIXES, OutputFormat
 from .container import SUFFIX as CONTAINER_SUFFIX
-from .paths import find_files
+from .errors import M2LError
+from .paths import TEMPORARY_PREFIX, check_folder, default_output, is_decoded_output
+
+Entry = tuple[str, str]  # (path, reason)
 
 
 @dataclass
 class BatchPlan:
-    """(input, output) pairs to run, and the inputs skipped because their output exists."""
+    """(input, output) pairs to run; entries skipped (not an error) and refused (an
+    error), each with its reason; and how many other files there are, by suffix."""
 
     pairs: list[tuple[str, str]] = field(default_factory=list)
-    skipped: list[str] = field(default_factory=list)
+    skipped: list[Entry] = field(default_factory=list)
+    failed: list[Entry] = field(default_factory=list)
+    others: Counter[str] = field(default_factory=Counter)
 
 
 def plan_batch(
@@ -29,23 +41,107 @@ def plan_batch(
     force: bool = False,
 ) -> BatchPlan:
     """Every audio file under `folder`, recursively (with `decode`: every container),
-    paired with its output: beside it, or at the same relative path under `output_dir`
-    (folders are made). Existing outputs are skipped unless `force`."""
-    root = Path(folder)
-    if decode:
-        inputs, suffix = (
-            find_files(root, {CONTAINER_SUFFIX}),
-            OutputFormat.parse(format_name).suffix,
-        )
-    else:
-        inputs, suffix = find_audio_files(root), CONTAINER_SUFFIX
+        paired with its output (`paths.default_output`): beside it, or at the same
+        relative path under `output_dir` (folders are made). Existing outputs are skipped
+        unless `force`; decoded outputs (`x.m2l.wav`) are never encoded again; inputs whose
+    outputs would share a name (in any case) are refused."""
+    root = check_folder(folder)
+    suffix = OutputFormat.parse(format_name).suffix if decode else CONTAINER_SUFFIX
+    if output_dir is not None:
+        _make_folder(Path(output_dir))
     plan = BatchPlan()
-    for path in inputs:
-        relative = path.relative_to(root).with_suffix(suffix)
-        target = Path(output_dir) / relative if output_dir else path.with_suffix(suffix)
-        if target.exists() and not force:
-            plan.skipped.append(str(path))
-            continue
-        target.parent.mkdir(parents=True, exist_ok=True)
-        plan.pairs.append((str(path), str(target)))
+    planned = []
+    for path in _inputs(root, plan, {CONTAINER_SUFFIX} if decode else AUDIO_SUFFIXES, decode):
+        base = Path(output_dir) / path.relative_to(root) if output_dir else path
+        planned.append((str(path), default_output(str(base), suffix)))
+    shared = Counter(_folded(target) for _, target in planned)
+    for source, target in planned:
+        if shared[_folded(target)] > 1:
+            plan.failed.append((source, f"another input has the same output {target}"))
+        elif Path(target).exists() and not force:
+            plan.skipped.append((source, "output exists (use --force)"))
+        else:
+            _add(plan, source, target)
     return plan
+
+
+def _folded(path: str) -> str:
+    """A name as case-insensitive disks compare it: two outputs equal here would
+    overwrite each other there, so both are refused."""
+    return unicodedata.normalize("NFC", path).casefold()
+
+
+def _add(plan: BatchPlan, source: str, target: str) -> None:
+    try:
+        _make_folder(Path(target).parent)
+    except M2LError as error:
+        plan.failed.append((source, str(error)))
+        return
+    plan.pairs.append((source, target))
+
+
+def _make_folder(folder: Path) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise M2LError(f"{folder}: cannot create folder ({error.strerror or error})") from None
+
+
+def _inputs(
+    root: Path, plan: BatchPlan, suffixes: frozenset[str] | set[str], decode: bool
+) -> list[Path]:
+    """The files to code under `root`, sorted; what is not coded goes into `plan`."""
+    found: list[Path] = []
+
+    def unreadable(error: OSError) -> None:
+        plan.failed.append((str(error.filename), f"cannot read folder ({error.strerror})"))
+
+    for top, folders, files in os.walk(root, onerror=unreadable):
+        for name in sorted(folders):
+            _folder_entry(Path(top) / name, plan, suffixes)
+        for name in sorted(files):
+            path = Path(top) / name
+            reason = _file_problem(path, suffixes, decode)
+            if reason is None:
+                found.append(path)
+            elif reason:
+                plan.skipped.append((str(path), reason))
+            elif not name.startswith(TEMPORARY_PREFIX):
+                plan.others[path.suffix.lower() or "(none)"] += 1
+    return sorted(found)
+
+
+def _folder_entry(path: Path, plan: BatchPlan, suffixes: frozenset[str] | set[str]) -> None:
+    if path.is_symlink():
+        plan.skipped.append((str(path), "a link to a folder (not followed)"))
+    elif path.suffix.lower() in suffixes:
+        plan.skipped.append((str(path), "a folder, not a file"))
+
+
+def _file_problem(path: Path, suffixes: frozenset[str] | set[str], decode: bool) -> str | None:
+    """None for a file to code; else why not ('' for a file that is no concern of
+    this run: not audio, or our own temporary file)."""
+    suffix = path.suffix.lower()
+    if path.name.startswith(TEMPORARY_PREFIX):
+        return ""
+    if suffix not in suffixes:
+        if not decode and suffix in UNREADABLE_AUDIO_SUFFIXES:
+            return f"{suffix} is not a format m2l reads (convert it to FLAC or WAV)"
+        return ""
+    try:
+        status = path.stat()
+    except OSError as error:
+        return _link_problem(error)
+    if not stat.S_ISREG(status.st_mode):
+        return "not a regular file"
+    if not decode and is_decoded_output(path):
+        return "decoded by m2l (encode it by name if you mean to)"
+    return None
+
+
+def _link_problem(error: OSError) -> str:
+    if error.errno == errno.ELOOP:
+        return "a symbolic link loop"
+    if error.errno == errno.ENOENT:
+        return "a broken symbolic link"
+    return f"cannot read ({error.strerror})"

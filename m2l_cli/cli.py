@@ -1,140 +1,193 @@
-"""The `m2l` command: a thin layer of options, progress and messages over the Python API."""
+"""The `m2l` command: a thin layer of options, progress and messages over the Python API.
+
+The API is imported inside the commands that use it, so `--help`, `--version` and
+`info` start without torch. Errors are one escaped line on stderr: exit 1 for a
+failure, 2 for a usage error (`__main__` adds 130 for Ctrl-C, 143 for SIGTERM).
+"""
 
 from __future__ import annotations
 
 import json
 import os
 import sys
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich import box
-from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
-from rich.table import Table
 
 from ._version import __version__
-from .atomic import AtomicOutput
-from .audio import OutputFormat
-from .batch import BatchPlan, plan_batch
-from .codec import Codec
-from .container import SUFFIX as CONTAINER_SUFFIX
-from .container import Latents
 from .defaults import DEFAULT_BATCH_SIZE, DEFAULT_SIGMA_COND
-from .errors import M2LError
-from .evaluation import Report, compare_folders, evaluate_codec
-from .evaluation.report import DIAGNOSTIC_COLUMNS, DIAGNOSTICS_TITLE, SCORE_COLUMNS, Column
-from .files import (
-    FileResult,
-    decode_files,
-    decode_progress_total,
-    encode_files,
-    encode_progress_total,
+from .display import (
+    Bar,
+    duration_text,
+    error,
+    note,
+    progress_bar,
+    say,
+    speed_text,
+    status,
+    table,
+    terminal_width,
+    written_line,
 )
+from .errors import M2LError
 from .paths import STDIO, check_output, default_output
-from .runtime import resolve_device, set_threads
-from .training import TrainingPlan, export_checkpoint, make_validator
-from .training import train as run_training
-from .weights import MODEL_VARIABLE
+from .stdio import abandon_stdout, flush_stdout, print_text, stdin
+from .text import shown
+from .weights_header import MODEL_VARIABLE
+
+if TYPE_CHECKING:
+    from .batch import BatchPlan
+    from .codec import Codec
+    from .evaluation import Report
+    from .files import FileResult
+
+INTERRUPTED = 130
+FORMATS = ("wav", "flac")
 
 app = typer.Typer(
-    add_completion=False,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},
     help="m2l: compress audio into .m2l latent containers (Music2Latent2) and back.",
 )
-console = Console(stderr=True)
-Advance = Callable[[int], None]
 
 ModelOption = Annotated[
     Path | None,
-    typer.Option("--model", "-m", envvar=MODEL_VARIABLE, help="Weights file (.safetensors)."),
+    typer.Option(
+        "--model", "-m", envvar=MODEL_VARIABLE, metavar="PATH", help="Weights file (.safetensors)."
+    ),
 ]
-DeviceOption = Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N, mps...")]
-PrecisionOption = Annotated[str, typer.Option(help="auto, fp32, bf16 or fp16.")]
-ThreadsOption = Annotated[int | None, typer.Option(min=1, help="CPU threads.")]
+DeviceOption = Annotated[
+    str,
+    typer.Option(metavar="DEVICE", help="auto, cpu, cuda, cuda:N, mps or another torch device."),
+]
+PrecisionOption = Annotated[
+    str, typer.Option(metavar="NAME", help="auto, fp32, bf16 or fp16 (auto: bf16 on CPUs with it).")
+]
+ThreadsOption = Annotated[int | None, typer.Option(min=1, metavar="N", help="CPU threads.")]
 BatchOption = Annotated[
-    int, typer.Option("--batch-size", min=1, help="Chunks (encode) or streams (decode) per call.")
+    int,
+    typer.Option(
+        "--batch-size", min=1, metavar="N", help="Chunks (encode) or streams (decode) per call."
+    ),
 ]
 ForceOption = Annotated[bool, typer.Option("--force", "-f", help="Overwrite existing outputs.")]
 QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="No progress or notes.")]
 SigmaOption = Annotated[
-    float, typer.Option("--sigma-cond", min=0.0, max=80.0, help="Noise on the previous chunk.")
+    float,
+    typer.Option(
+        "--sigma-cond", min=0.0, max=80.0, metavar="X", help="Noise on the previous chunk."
+    ),
 ]
-SeedOption = Annotated[int, typer.Option(help="Noise seed: the same seed gives the same audio.")]
+SeedOption = Annotated[
+    int, typer.Option(metavar="N", help="Noise seed: the same seed gives the same audio.")
+]
 RateOption = Annotated[
-    int | None, typer.Option("--sample-rate", min=1, help="Output rate (default: original).")
-]
-FormatOption = Annotated[
-    OutputFormat | None,
-    typer.Option("--format", case_sensitive=False, help="Default: from the extension."),
+    int | None,
+    typer.Option("--sample-rate", min=1, metavar="HZ", help="Output rate (default: original)."),
 ]
 SubtypeOption = Annotated[
-    str | None, typer.Option(help="Sample format, e.g. PCM_16, PCM_24, FLOAT.")
+    str | None,
+    typer.Option(
+        metavar="NAME", help="Sample format, e.g. PCM_16, PCM_24, FLOAT (default: the source's)."
+    ),
 ]
 MetaOption = Annotated[
-    list[str] | None, typer.Option("--meta", help="key=value stored in the header; repeatable.")
+    list[str] | None,
+    typer.Option(
+        "--meta",
+        metavar="KEY=VALUE",
+        help="Stored in the header; repeatable (`m2l info` shows it).",
+    ),
 ]
 
 
-def fail(message: str) -> typer.Exit:
-    console.print(f"m2l: error: {message}", markup=False, highlight=False, soft_wrap=True)
-    return typer.Exit(1)
+def parse_format(name: str | None) -> str | None:
+    """--format: wav or flac (any case)."""
+    if name is not None and name.lower() not in FORMATS:
+        raise typer.BadParameter(f"{name!r} is not wav or flac", param_hint="--format")
+    return name.lower() if name else None
+
+
+FormatOption = Annotated[
+    str | None,
+    typer.Option(
+        "--format", metavar="FORMAT", callback=parse_format, help="wav or flac (default: by OUT)."
+    ),
+]
+
+
+def parse_metadata(items: list[str] | None) -> dict[str, str]:
+    """--meta key=value items as a dict, within the container's limits."""
+    from .container_format import metadata_problem
+
+    metadata = {}
+    for item in items or []:
+        key, separator, value = item.partition("=")
+        if not separator or not key:
+            raise typer.BadParameter(f"{shown(item)!r} is not key=value", param_hint="--meta")
+        metadata[key] = value
+    problem = metadata_problem(metadata)
+    if problem:
+        raise typer.BadParameter(problem, param_hint="--meta")
+    return metadata
+
+
+def check_runtime(device: str, precision: str | None = None) -> None:
+    """A bad --device or --precision is a usage error, before any work starts."""
+    from .runtime import resolve_device, resolve_precision
+
+    try:
+        chosen = resolve_device(device)
+    except M2LError as problem:
+        raise typer.BadParameter(str(problem), param_hint="--device") from None
+    try:
+        if precision is not None:
+            resolve_precision(precision, chosen)
+    except M2LError as problem:
+        raise typer.BadParameter(str(problem), param_hint="--precision") from None
 
 
 def load_codec(
     model: Path | None, device: str, precision: str, threads: int | None, quiet: bool
 ) -> Codec:
-    """The codec for --model / M2L_MODEL / the bundled default; notes an untrained one."""
-    if threads:
-        set_threads(threads)
-    codec = Codec.load(model, device=device, precision=precision)
+    """The codec for --model / M2L_MODEL / the bundled default; notes an untrained one.
+    On a terminal, says so while torch and the weights load."""
+    with status(f"loading model {model or os.environ.get(MODEL_VARIABLE) or '(bundled)'}"):
+        from .codec import Codec
+        from .runtime import set_threads
+
+        if threads:
+            set_threads(threads)
+        codec = Codec.load(model, device=device, precision=precision)
     if not codec.trained and not quiet:
-        console.print(
-            f"m2l: note: model {codec.model_name} is untrained: its audio is not a real codec's",
-            markup=False,
-            highlight=False,
-        )
+        note(f"note: model {codec.model_name} is untrained: its audio is not a real codec's")
     return codec
 
 
-@contextmanager
-def progress_bar(description: str, total: int | None, quiet: bool) -> Iterator[Advance | None]:
-    """A rich progress bar on stderr, only on a terminal; yields an `advance` callback."""
-    if quiet or not console.is_terminal:
-        yield None
-        return
-    columns = (TextColumn("{task.description}"), BarColumn(), TimeRemainingColumn())
-    with Progress(*columns, console=console, transient=True) as progress:
-        task = progress.add_task(description, total=total)
-        yield lambda amount: progress.advance(task, amount)
+def finish(results: list[FileResult], started: float, quiet: bool) -> None:
+    """A line per file: what was written, or the error; exits 1 if any failed."""
+    for result in results:
+        if result.error:
+            error(result.error)
+        elif not quiet:
+            wall = time.monotonic() - started
+            line = written_line(result.target, result.seconds, result.channels, result.size, wall)
+            note(line)
+    raise typer.Exit(1 if any(result.error for result in results) else 0)
 
 
-def parse_metadata(items: list[str] | None) -> dict[str, str]:
-    metadata = {}
-    for item in items or []:
-        key, separator, value = item.partition("=")
-        if not separator or not key:
-            raise typer.BadParameter(f"{item!r} is not key=value", param_hint="--meta")
-        metadata[key] = value
-    return metadata
-
-
-def report(results: list[FileResult]) -> int:
-    """Prints each failure on one line; returns the exit code."""
-    failed = [result for result in results if result.error]
-    for result in failed:
-        console.print(f"m2l: error: {result.error}", markup=False, highlight=False, soft_wrap=True)
-    return 1 if failed else 0
-
-
-@app.command()
+@app.command(short_help="Encode an audio file into an .m2l container.")
 def encode(
     source: Annotated[str, typer.Argument(metavar="IN", help="Audio file, or - for stdin.")],
-    output: Annotated[str | None, typer.Option("--output", "-o", help="Output .m2l, or -.")] = None,
+    output: Annotated[
+        str | None,
+        typer.Option("--output", "-o", metavar="OUT", help="Output .m2l, or - (default: IN.m2l)."),
+    ] = None,
     model: ModelOption = None,
     device: DeviceOption = "auto",
     precision: PrecisionOption = "auto",
@@ -145,24 +198,35 @@ def encode(
     quiet: QuietOption = False,
 ) -> None:
     """Encode an audio file (wav, flac, ogg, opus, mp3, aiff...) into an .m2l container."""
-    target = output or default_output(source, CONTAINER_SUFFIX)
+    from .container_format import SUFFIX
+
+    target = output or default_output(source, SUFFIX)
     metadata = parse_metadata(meta)
-    check_output(target, force)
+    check_output(target, force, [source])
+    check_runtime(device, precision)
+    from .audio import audio_info
+    from .files import encode_files, encode_progress_total
+
+    info = None if source == STDIO else audio_info(source)  # a bad input fails at once
     codec = load_codec(model, device, precision, threads, quiet)
+    started = time.monotonic()
     total = encode_progress_total(codec, source)
-    with progress_bar("encoding", total, quiet) as advance:
+    with progress_bar("encoding", total, quiet, info.duration if info else None) as bar:
+        pairs = [(source, target)]
+        progress = bar.advance if bar else None
         runs = encode_files(
-            codec, [(source, target)], metadata=metadata, batch_size=batch_size, progress=advance
+            codec, pairs, metadata=metadata, batch_size=batch_size, progress=progress
         )
         results = list(runs)
-    raise typer.Exit(report(results))
+    finish(results, started, quiet)
 
 
-@app.command()
+@app.command(short_help="Decode an .m2l container to WAV or FLAC.")
 def decode(
     source: Annotated[str, typer.Argument(metavar="IN", help=".m2l container, or - for stdin.")],
     output: Annotated[
-        str | None, typer.Option("--output", "-o", help="Output audio, or -.")
+        str | None,
+        typer.Option("--output", "-o", metavar="OUT", help="Output audio, or - (default: IN.wav)."),
     ] = None,
     model: ModelOption = None,
     device: DeviceOption = "auto",
@@ -177,17 +241,27 @@ def decode(
     force: ForceOption = False,
     quiet: QuietOption = False,
 ) -> None:
-    """Decode an .m2l container to WAV or FLAC, at the original sample rate by default."""
-    target = output or default_output(source, OutputFormat.WAV.suffix)
-    check_output(target, force)
+    """Decode an .m2l container to WAV or FLAC, at the original sample rate and sample
+    format by default."""
+    from .container_format import read_header
+
+    target = output or default_output(source, f".{format_name or 'wav'}")
+    check_output(target, force, [source])
+    check_runtime(device, precision)
+    header = None if source == STDIO else read_header(source)[0]  # fails at once if broken
+    from .files import decode_progress_total
+
     codec = load_codec(model, device, precision, threads, quiet)
-    with progress_bar("decoding", decode_progress_total(source), quiet) as advance:
-        pairs = [(source, target)]
+    started = time.monotonic()
+    total = decode_progress_total(source)
+    seconds = header["num_samples"] / header["original_sample_rate"] if header else None
+    with progress_bar("decoding", total, quiet, seconds) as bar:
         runs = decode_pairs(
-            codec, pairs, sigma_cond, seed, sample_rate, format_name, subtype, batch_size, advance
-        )
+            codec, [(source, target)], sigma_cond, seed, sample_rate, format_name, subtype,
+            batch_size, bar,
+        )  # fmt: skip
         results = list(runs)
-    raise typer.Exit(report(results))
+    finish(results, started, quiet)
 
 
 def decode_pairs(
@@ -196,12 +270,14 @@ def decode_pairs(
     sigma_cond: float,
     seed: int,
     sample_rate: int | None,
-    format_name: OutputFormat | None,
+    format_name: str | None,
     subtype: str | None,
     batch_size: int,
-    advance: Advance | None = None,
+    bar: Bar | None = None,
 ) -> Iterator[FileResult]:
     """`decode_files` with the options `decode` and `batch --decode` share."""
+    from .files import decode_files
+
     return decode_files(
         codec,
         pairs,
@@ -211,49 +287,67 @@ def decode_pairs(
         format_name=format_name,
         subtype=subtype,
         batch_size=batch_size,
-        progress=advance,
+        progress=bar.advance if bar else None,
     )
 
 
-@app.command()
+@app.command(short_help="Show what .m2l containers hold (checked).")
 def info(
-    path: Annotated[str, typer.Argument(metavar="FILE", help=".m2l container, or -.")],
-    as_json: Annotated[bool, typer.Option("--json", help="Print the header as JSON.")] = False,
+    paths: Annotated[
+        list[str], typer.Argument(metavar="FILE...", help=".m2l containers, or - for stdin.")
+    ],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the headers as JSON.")] = False,
 ) -> None:
-    """Show what an .m2l container holds (and check it is intact)."""
-    latents = Latents.load(sys.stdin.buffer if path == STDIO else path)
-    header = latents.header()
-    if as_json:
-        print(json.dumps(header, indent=2, sort_keys=True))
-        return
-    table = Table(show_header=False, box=None)
-    for key, value in _info_rows(latents, path):
-        table.add_row(key, value)
-    Console().print(table)
+    """Show what .m2l containers hold, after checking that each is intact."""
+    from .container_format import verify
+
+    found = []
+    for path in paths:
+        try:
+            found.append((path, verify(stdin() if path == STDIO else path)))
+        except M2LError as problem:
+            error(str(problem))
+    if as_json and len(paths) == 1:
+        texts = [json.dumps(header, indent=2, sort_keys=True) for _, header in found]
+    elif as_json:
+        listed = [{"file": path, "header": header} for path, header in found]
+        texts = [json.dumps(listed, indent=2, sort_keys=True)]
+    else:
+        texts = ["\n".join(_info_lines(path, header, len(paths) > 1)) for path, header in found]
+    if texts:
+        print_text("\n\n".join(texts))
+    raise typer.Exit(0 if len(found) == len(paths) else 1)
 
 
-def _info_rows(latents: Latents, path: str) -> list[tuple[str, str]]:
-    size = os.path.getsize(path) if path != STDIO else None
-    rows = [
-        ("model", f"{latents.model_name} ({latents.model_id})"),
-        ("duration", f"{latents.duration:.3f} s ({latents.num_samples} samples)"),
-        ("sample rate", f"{latents.original_sample_rate} Hz (model {latents.sample_rate} Hz)"),
-        ("channels", str(latents.channels)),
-        ("chunks", f"{latents.chunks} x {latents.num_latents} x {latents.latent_dim} float16"),
-        ("tool version", latents.tool_version),
+def _info_lines(path: str, header: dict, named: bool) -> list[str]:
+    """A container's header as `key  value` lines, every value escaped."""
+    rate, original = header["sample_rate"], header["original_sample_rate"]
+    shape = f"{header['chunks']} x {header['num_latents']} x {header['latent_dim']} float16"
+    rows = [("file", path)] if named else []
+    rows += [
+        ("model", f"{header['model_name']} ({header['model_id']})"),
+        ("duration", f"{header['num_samples'] / original:.3f} s ({header['num_samples']} samples)"),
+        ("sample rate", f"{original} Hz (model {rate} Hz)"),
+        ("channels", str(header["channels"])),
+        ("chunks", shape),
+        ("sample format", header.get("sample_format", "unknown")),
+        ("tool version", header["tool_version"]),
     ]
-    if size is not None:
-        rows.append(("file size", f"{size} bytes"))
-    rows += [(f"meta {key}", value) for key, value in sorted(latents.metadata.items())]
-    return rows
+    if path != STDIO:
+        rows.append(("file size", f"{os.path.getsize(path)} bytes"))
+    rows += [(f"meta {key}", value) for key, value in sorted(header["metadata"].items())]
+    return [f"{shown(key):<14}{shown(value)}" for key, value in rows]
 
 
-@app.command()
+@app.command(short_help="Encode (or decode) every file in a folder.")
 def batch(
     folder: Annotated[Path, typer.Argument(metavar="DIR", help="Folder to process, recursively.")],
-    decode_mode: Annotated[bool, typer.Option("--decode", help="Decode .m2l files.")] = False,
+    decode_mode: Annotated[
+        bool, typer.Option("--decode", help="Decode .m2l files (to NAME.m2l.wav).")
+    ] = False,
     output_dir: Annotated[
-        Path | None, typer.Option("--output-dir", help="Mirror the tree here (default: beside).")
+        Path | None,
+        typer.Option("--output-dir", metavar="DIR", help="Mirror the tree here (default: beside)."),
     ] = None,
     model: ModelOption = None,
     device: DeviceOption = "auto",
@@ -263,89 +357,129 @@ def batch(
     sigma_cond: SigmaOption = DEFAULT_SIGMA_COND,
     seed: SeedOption = 0,
     sample_rate: RateOption = None,
-    format_name: Annotated[
-        OutputFormat, typer.Option("--format", case_sensitive=False, help="Decode output.")
-    ] = OutputFormat.WAV,
+    format_name: FormatOption = None,
     subtype: SubtypeOption = None,
     meta: MetaOption = None,
     force: ForceOption = False,
     quiet: QuietOption = False,
 ) -> None:
-    """Encode every audio file in a folder (or decode every .m2l with --decode)."""
+    """Encode every audio file in a folder (or decode every .m2l with --decode). Every
+    entry not coded is reported with the reason."""
+    from .batch import plan_batch
+    from .files import encode_files
+
     metadata = parse_metadata(meta)
+    check_runtime(device, precision)
     plan = plan_batch(
-        folder, decode=decode_mode, output_dir=output_dir, format_name=format_name, force=force
+        folder,
+        decode=decode_mode,
+        output_dir=output_dir,
+        format_name=format_name or FORMATS[0],
+        force=force,
     )
     results: list[FileResult] = []
+    started = time.monotonic()
     if plan.pairs:
         codec = load_codec(model, device, precision, threads, quiet)
+        started = time.monotonic()
         if decode_mode:
             runs = decode_pairs(
                 codec, plan.pairs, sigma_cond, seed, sample_rate, format_name, subtype, batch_size
             )
         else:
             runs = encode_files(codec, plan.pairs, metadata=metadata, batch_size=batch_size)
-        with progress_bar(f"{len(plan.pairs)} files", len(plan.pairs), quiet) as advance:
+        with progress_bar(f"{len(plan.pairs)} files", len(plan.pairs), quiet) as bar:
             for result in runs:
                 results.append(result)
-                if advance:
-                    advance(1)
-    print_summary(results, plan, quiet)
-    raise typer.Exit(1 if any(result.error for result in results) else 0)
+                if bar:
+                    bar.advance(1, result.seconds)
+    print_summary(results, plan, quiet, time.monotonic() - started)
+    failed = plan.failed or any(result.error for result in results)
+    raise typer.Exit(1 if failed else 0)
 
 
-def print_summary(results: list[FileResult], plan: BatchPlan, quiet: bool) -> None:
-    """A table of every file's outcome, then one line of totals (on stderr)."""
-    failed = [result for result in results if result.error]
-    if not quiet:
-        table = Table(title="m2l batch")
-        for column in ("file", "status", "audio s", "output / error"):
-            table.add_column(column)
-        for result in results:
-            status = "[red]failed[/red]" if result.error else "[green]ok[/green]"
-            detail = result.error or result.target
-            table.add_row(result.source, status, f"{result.seconds:.1f}", detail)
-        for path in plan.skipped:
-            table.add_row(path, "[yellow]skipped[/yellow]", "", "output exists (use --force)")
-        console.print(table)
+def print_summary(results: list[FileResult], plan: BatchPlan, quiet: bool, wall: float) -> None:
+    """A table of every entry's outcome (errors only with --quiet), then one line of
+    totals and speed (on stderr)."""
+    errors = [(r.source, r.error) for r in results if r.error] + plan.failed
+    if quiet:
+        for source, problem in errors:
+            error(problem if problem.startswith(source) else f"{source}: {problem}")
     else:
-        for result in failed:
-            console.print(f"m2l: error: {result.error}", markup=False, highlight=False)
-    done = len(results) - len(failed)
-    console.print(f"{done} ok, {len(failed)} failed, {len(plan.skipped)} skipped", highlight=False)
+        rows = [
+            (r.source, "failed" if r.error else "ok", f"{r.seconds:.1f}", r.error or r.target)
+            for r in results
+        ]
+        rows += [(path, "failed", "", reason) for path, reason in plan.failed]
+        rows += [(path, "skipped", "", reason) for path, reason in sorted(plan.skipped)]
+        if rows:
+            headers = ("file", "status", "audio s", "output / reason")
+            say(table("m2l batch", headers, rows, terminal_width(sys.stderr), folding=(0, 3)))
+    done = [result for result in results if not result.error]
+    line = f"{len(done)} ok, {len(errors)} failed, {len(plan.skipped)} skipped"
+    if plan.others:
+        kinds = ", ".join(f"{suffix} {count}" for suffix, count in plan.others.most_common(5))
+        line += f", {sum(plan.others.values())} other files left alone ({kinds})"
+    if done:
+        audio = sum(result.seconds for result in done)
+        line += f"; {duration_text(audio)} of audio, {speed_text(audio, wall)}"
+    say(shown(line))
 
 
-@app.command()
+@app.command(short_help="Train a model (resumable; Ctrl-C saves).")
 def train(
-    data: Annotated[Path, typer.Argument(help="Folder of 44.1 kHz audio to train on.")],
-    run: Annotated[Path, typer.Option("--run", help="Folder for checkpoint and logs.")] = Path(
-        "runs/default"
-    ),
+    data: Annotated[
+        Path, typer.Argument(metavar="DIR", help="Folder of 44.1 kHz audio to train on.")
+    ],
+    run: Annotated[
+        Path, typer.Option("--run", metavar="DIR", help="Folder for checkpoint and logs.")
+    ] = Path("runs/default"),
     resume: Annotated[bool, typer.Option(help="Continue the run's checkpoint.")] = False,
     init: Annotated[
-        Path | None, typer.Option(help="Start a new run from these model weights.")
+        Path | None,
+        typer.Option(metavar="PATH", help="Start a new run from these model weights."),
     ] = None,
-    steps: Annotated[int | None, typer.Option(min=1, help="Steps to do now.")] = None,
+    steps: Annotated[int | None, typer.Option(min=1, metavar="N", help="Steps to do now.")] = None,
     total_steps: Annotated[
-        int | None, typer.Option(min=1, help="Schedule length (learning rate, curriculum).")
+        int | None,
+        typer.Option(min=1, metavar="N", help="Schedule length (learning rate, curriculum)."),
     ] = None,
     preset_name: Annotated[
-        str | None, typer.Option("--preset", help="small, paper or tiny.")
+        str | None, typer.Option("--preset", metavar="NAME", help="small, paper or tiny.")
     ] = None,
-    batch_size: Annotated[int | None, typer.Option(min=1, help="Crops per step.")] = None,
-    learning_rate: Annotated[float | None, typer.Option("--lr", help="Peak rate.")] = None,
-    ema_decay: Annotated[float | None, typer.Option(min=0.0, max=0.9999999)] = None,
+    batch_size: Annotated[
+        int | None, typer.Option(min=1, metavar="N", help="Crops per step.")
+    ] = None,
+    learning_rate: Annotated[
+        float | None, typer.Option("--lr", metavar="X", help="Peak learning rate.")
+    ] = None,
+    ema_decay: Annotated[
+        float | None,
+        typer.Option(
+            min=0.0, max=0.9999999, metavar="X", help="Decay of the weights' moving average."
+        ),
+    ] = None,
     ema_warmup: Annotated[
-        bool | None, typer.Option("--ema-warmup/--no-ema-warmup", help="Warm the EMA up.")
+        bool | None,
+        typer.Option("--ema-warmup/--no-ema-warmup", help="Warm the moving average up."),
     ] = None,
-    sigma_sampling: Annotated[str | None, typer.Option(help="time-weighted or lognormal.")] = None,
-    curriculum: Annotated[str | None, typer.Option(help="staged or exponential.")] = None,
-    curriculum_stages: Annotated[int | None, typer.Option(min=1)] = None,
+    sigma_sampling: Annotated[
+        str | None, typer.Option(metavar="NAME", help="time-weighted or lognormal.")
+    ] = None,
+    curriculum: Annotated[
+        str | None, typer.Option(metavar="NAME", help="staged or exponential.")
+    ] = None,
+    curriculum_stages: Annotated[
+        int | None,
+        typer.Option(min=1, metavar="N", help="Stages of the staged curriculum."),
+    ] = None,
     consistency_precision: Annotated[
-        str | None, typer.Option(help="fp32, bf16 or inherit (as --precision).")
+        str | None,
+        typer.Option(metavar="NAME", help="fp32, bf16 or inherit (as --precision)."),
     ] = None,
     zero_init_head: Annotated[
-        bool | None, typer.Option("--zero-init-head/--no-zero-init-head")
+        bool | None,
+        typer.Option("--zero-init-head/--no-zero-init-head", help="Start the output head at zero."),
     ] = None,
     frequency_scaling: Annotated[
         bool | None,
@@ -355,19 +489,31 @@ def train(
         bool | None,
         typer.Option("--summary-index/--no-summary-index", help="New runs: model switch."),
     ] = None,
-    workers: Annotated[int | None, typer.Option(min=0, help="Data worker processes.")] = None,
-    seed: Annotated[int | None, typer.Option(help="Seed of weights, crops and noise.")] = None,
+    workers: Annotated[
+        int | None, typer.Option(min=0, metavar="N", help="Data worker processes.")
+    ] = None,
+    seed: Annotated[
+        int | None, typer.Option(metavar="N", help="Seed of weights, crops and noise.")
+    ] = None,
     device: DeviceOption = "auto",
     precision: Annotated[
-        str | None, typer.Option(help="auto, bf16 or fp32 (encoder and decoder).")
+        str | None,
+        typer.Option(metavar="NAME", help="auto, bf16 or fp32 (encoder and decoder)."),
     ] = None,
     threads: ThreadsOption = None,
     validation: Annotated[
-        Path | None, typer.Option(help="Folder of clips reconstructed at each validation.")
+        Path | None,
+        typer.Option(metavar="DIR", help="Folder of clips reconstructed at each validation."),
     ] = None,
-    validate_every: Annotated[int | None, typer.Option(min=1, help="Default 500.")] = None,
-    checkpoint_every: Annotated[int | None, typer.Option(min=1, help="Default 100.")] = None,
-    log_every: Annotated[int | None, typer.Option(min=1, help="Default 10.")] = None,
+    validate_every: Annotated[
+        int | None, typer.Option(min=1, metavar="N", help="Steps between validations (500).")
+    ] = None,
+    checkpoint_every: Annotated[
+        int | None, typer.Option(min=1, metavar="N", help="Steps between checkpoints (100).")
+    ] = None,
+    log_every: Annotated[
+        int | None, typer.Option(min=1, metavar="N", help="Steps between log lines (10).")
+    ] = None,
     quiet: QuietOption = False,
 ) -> None:
     """Train a model by consistency training (resumable; Ctrl-C saves and exits).
@@ -375,6 +521,11 @@ def train(
     Unset options take the defaults of docs/TRAINING.md. A resumed run keeps the
     settings it started with; only the worker count and how often it logs, validates
     and saves can be changed."""
+    from .runtime import resolve_device, set_threads
+    from .training import TrainingPlan, make_validator
+    from .training import train as run_training
+
+    check_runtime(device)
     if threads:
         set_threads(threads)
     given = dict(
@@ -399,17 +550,16 @@ def train(
     switches = dict(frequency_scaling=frequency_scaling, summary_index_embedding=summary_index)
     try:
         plan = TrainingPlan.from_options(given, switches, resume=resume, init=init)
-    except ValueError as error:
-        raise typer.BadParameter(str(error)) from None
+    except ValueError as problem:
+        raise typer.BadParameter(str(problem)) from None
     validator = make_validator(validation) if validation else None
 
     def show(row: dict) -> None:
         if not quiet:
-            console.print(
+            say(
                 f"step {row['step']}  loss {row['loss']:.4g}  lr {row['lr']:.3g}  "
                 f"gap {row['gap']:.4g}  grad {row['grad_norm']:.3g}  "
-                f"{row['samples_per_s']:.2f} samples/s",
-                highlight=False,
+                f"{row['samples_per_s']:.2f} samples/s"
             )
 
     trainer = run_training(
@@ -425,23 +575,31 @@ def train(
         initial_weights=init,
         routine=plan.routine,
     )
-    console.print(f"m2l: checkpoint at step {trainer.step} in {run}", highlight=False)
+    note(f"checkpoint at step {trainer.step} in {run}")
 
 
-@app.command()
+@app.command(short_help="Export a checkpoint as a model file.")
 def export(
-    checkpoint: Annotated[Path, typer.Argument(help="Training checkpoint (.safetensors).")],
-    output: Annotated[Path, typer.Option("--output", "-o", help="Weights file to write.")],
-    name: Annotated[str | None, typer.Option(help="Model name stored in the file.")] = None,
+    checkpoint: Annotated[
+        Path, typer.Argument(metavar="CHECKPOINT", help="Training checkpoint (.safetensors).")
+    ],
+    output: Annotated[
+        Path, typer.Option("--output", "-o", metavar="PATH", help="Weights file to write.")
+    ],
+    name: Annotated[
+        str | None, typer.Option(metavar="NAME", help="Model name stored in the file.")
+    ] = None,
     force: ForceOption = False,
 ) -> None:
     """Export a checkpoint's EMA weights as a float16 model file for --model."""
-    check_output(str(output), force)
+    from .training import export_checkpoint
+
+    check_output(str(output), force, [str(checkpoint)])
     model_id = export_checkpoint(checkpoint, output, name)
-    console.print(f"m2l: wrote {output} (model {model_id})", highlight=False)
+    note(f"wrote {output} (model {model_id})")
 
 
-@app.command(name="eval")
+@app.command(name="eval", short_help="Score decoded audio against its input.")
 def evaluate(
     paths: Annotated[
         list[Path],
@@ -456,20 +614,36 @@ def evaluate(
     threads: ThreadsOption = None,
     sigma_cond: SigmaOption = DEFAULT_SIGMA_COND,
     seed: SeedOption = 0,
-    max_seconds: Annotated[float | None, typer.Option(min=0.1, help="Crop each file.")] = None,
-    offset: Annotated[float, typer.Option(min=0.0, help="Crop start, seconds.")] = 0.0,
-    visqol: Annotated[bool, typer.Option(help="Also compute ViSQOL (slow; m2l_cli[eval]).")] = True,
-    json_path: Annotated[Path | None, typer.Option("--json", help="Write the report here.")] = None,
+    max_seconds: Annotated[
+        float | None, typer.Option(min=0.1, metavar="SECONDS", help="Crop each file.")
+    ] = None,
+    offset: Annotated[
+        float, typer.Option(min=0.0, metavar="SECONDS", help="Crop start, seconds.")
+    ] = 0.0,
+    visqol: Annotated[
+        bool, typer.Option(help="Also compute ViSQOL (slow; needs m2l_cli[eval]).")
+    ] = True,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the report as JSON, not tables.")
+    ] = False,
+    output: Annotated[
+        Path | None,
+        typer.Option("--output", "-o", metavar="PATH", help="Write the report here, not stdout."),
+    ] = None,
     force: ForceOption = False,
     quiet: QuietOption = False,
 ) -> None:
     """Objective metrics (SI-SDR, log-mel, multi-resolution STFT, ViSQOL) and diagnostics
     (loudness, level per band, chunk-boundary ticks), with the equal-budget naive 689 Hz
-    codec as the reference row."""
+    codec as the reference row. The report goes to stdout (tables, or --json)."""
+    from .evaluation import compare_folders, evaluate_codec
+
     if len(paths) not in (1, 2):
         raise typer.BadParameter("give REF_DIR TEST_DIR, or one folder with --model")
-    if json_path:
-        check_output(str(json_path), force)
+    if len(paths) == 1:
+        check_runtime(device, precision)
+    if output:
+        check_output(str(output), force)
     if len(paths) == 2:
         result = compare_folders(paths[0], paths[1], use_visqol=visqol, max_seconds=max_seconds)
     else:
@@ -483,44 +657,47 @@ def evaluate(
             offset=offset,
             use_visqol=visqol,
         )
-    print_report(result)
-    if json_path:
-        with AtomicOutput(json_path) as temporary:
-            temporary.write_text(result.to_json())
+    width = None if output else terminal_width(sys.stdout)
+    text = result.to_json() if as_json else report_tables(result, width)
+    write_report(text, output)
+    for line in result.errors + [f"no partner: {name}" for name in result.missing_test]:
+        note(line)
     raise typer.Exit(1 if result.errors else 0)
 
 
-def print_report(result: Report) -> None:
+def report_tables(result: Report, width: int | None) -> str:
     """Per system, a table of scores and one of diagnostics for every file; then the
-    means of both side by side (on stderr)."""
-    tables = ((SCORE_COLUMNS, ""), (DIAGNOSTIC_COLUMNS, f": {DIAGNOSTICS_TITLE}"))
+    means of both side by side."""
+    from .evaluation.report import DIAGNOSTIC_COLUMNS, DIAGNOSTICS_TITLE, SCORE_COLUMNS
+
+    kinds = ((SCORE_COLUMNS, ""), (DIAGNOSTIC_COLUMNS, f": {DIAGNOSTICS_TITLE}"))
+    tables = []
     for system in result.systems:
-        for columns, subtitle in tables:
-            rows = result.table_rows(system, columns)
-            _print_table(f"{system}{subtitle}", "file", columns, rows)
-    for columns, subtitle in tables:
-        _print_table(f"means{subtitle}", "system", columns, result.summary_rows(columns))
-    for line in result.errors + [f"no partner: {name}" for name in result.missing_test]:
-        console.print(f"m2l: {line}", markup=False, highlight=False)
+        for columns, subtitle in kinds:
+            headers = ("file", *(column.title for column in columns))
+            tables.append(
+                table(f"{system}{subtitle}", headers, result.table_rows(system, columns), width)
+            )
+    for columns, subtitle in kinds:
+        headers = ("system", *(column.title for column in columns))
+        tables.append(table(f"means{subtitle}", headers, result.summary_rows(columns), width))
+    return "\n\n".join(tables)
 
 
-def _print_table(
-    title: str, first: str, columns: tuple[Column, ...], rows: list[tuple[str, ...]]
-) -> None:
-    """A table headed `first` and the columns' titles, on stderr (no vertical lines, so
-    ten columns fit 80 characters)."""
-    table = Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
-    table.add_column(first, overflow="fold")
-    for column in columns:
-        table.add_column(column.title, no_wrap=True)
-    for row in rows:
-        table.add_row(*row)
-    console.print(table)
+def write_report(text: str, output: Path | None) -> None:
+    """The report on stdout, or atomically into `output`."""
+    if output is None:
+        print_text(text)
+        return
+    from .atomic import AtomicOutput
+
+    with AtomicOutput(output) as temporary:
+        temporary.write_text(text + "\n", encoding="utf-8")
 
 
 def version_callback(value: bool) -> None:
     if value:
-        print(f"m2l {__version__}")
+        print_text(f"m2l {__version__}")
         raise typer.Exit()
 
 
@@ -529,20 +706,44 @@ def main_options(
     version: Annotated[
         bool,
         typer.Option(
-            "--version", callback=version_callback, is_eager=True, help="Show the version."
+            "--version", "-V", callback=version_callback, is_eager=True, help="Show the version."
         ),
     ] = False,
 ) -> None:
     """m2l: compress audio into .m2l latent containers (Music2Latent2) and back."""
 
 
-def main() -> None:
-    """Entry point: one-line errors, exit 1 on failure, 2 on usage, 130 on Ctrl-C."""
+def run(args: list[str]) -> int:
+    """Runs the command line `args`; returns the exit code. Ctrl-C and SIGTERM are
+    raised on, for `__main__` to report."""
     try:
-        app(standalone_mode=True)
-    except M2LError as error:
-        fail(str(error))
-        sys.exit(1)
-    except KeyboardInterrupt:
-        console.print("m2l: interrupted", highlight=False)
-        sys.exit(130)
+        code = app(args=args, prog_name="m2l", standalone_mode=False)
+        flush_stdout()
+    except typer.TyperException as problem:  # usage errors (exit 2), from click
+        usage_error(problem)
+        return problem.exit_code
+    except typer.Abort:
+        raise KeyboardInterrupt from None
+    except M2LError as problem:
+        error(str(problem))
+        return 1
+    except OSError as problem:  # help text on a full disk or a closed pipe, mostly
+        if problem.filename is not None:
+            error(f"{problem.filename}: {problem.strerror or problem}")
+        else:
+            abandon_stdout()
+            error(f"cannot write to stdout ({problem.strerror or problem})")
+        return 1
+    if code == INTERRUPTED:  # typer's way of reporting Ctrl-C
+        raise KeyboardInterrupt
+    return code if isinstance(code, int) else 0
+
+
+def usage_error(problem: typer.TyperException) -> None:
+    """One line: the message, and where help is."""
+    context = getattr(problem, "ctx", None)
+    if type(problem).__name__ == "NoArgsIsHelpError":
+        say(problem.format_message())
+        return
+    command = context.command_path if context is not None else "m2l"
+    error(f"{problem.format_message().rstrip('.')} (see '{command} --help')")

@@ -18,7 +18,7 @@ import torch
 
 from ._version import __version__
 from .config import ModelConfig, preset
-from .container import Latents, check_model
+from .container import Latents, check_fit, check_model
 from .decoding import DecodeJob, DecodeScheduler
 from .defaults import DEFAULT_BATCH_SIZE, DEFAULT_SIGMA_COND
 from .encoding import ArraySource, EncodedStream, EncodeJob, encode_jobs, progress_total
@@ -168,8 +168,10 @@ class Codec:
         return scheduler.run(jobs, progress)
 
     def check_latents(self, latents: Latents, name: str = "latents") -> None:
-        """Refuses latents made by another model (compared by model id)."""
+        """Refuses latents made by another model (compared by model id) or not of its
+        shapes and rates."""
         check_model(name, latents.model_id, latents.model_name, self.model_id)
+        check_fit(name, latents.header(), self.config)
 
     # One waveform in memory.
     def encode(

@@ -67,6 +67,11 @@ class ModelConfig:
     summary_index_embedding: bool = True
 
     def __post_init__(self) -> None:
+        """Checks types and ranges before anything is built: a config read from a file
+        is data, and a hostile one must fail here in one line, not allocate without
+        bound or build for minutes (`LIMITS` caps every size and depth)."""
+        _check_types(self)
+        _check_ranges(self)
         if len(self.channels) != len(self.blocks):
             raise ValueError("channels and blocks need one entry per level")
         if len(self.downsample) != len(self.channels) - 1:
@@ -76,6 +81,7 @@ class ModelConfig:
             if freq % down_freq or time % down_time:
                 raise ValueError("the downsampling factors must divide the chunk shape")
             freq, time = freq // down_freq, time // down_time
+        _check_shapes(self)
 
     @property
     def n_fft(self) -> int:
@@ -136,6 +142,117 @@ class ModelConfig:
         if "downsample" in data:
             data["downsample"] = tuple(tuple(pair) for pair in data["downsample"])
         return cls(**data)
+
+
+LIMITS: dict[str, tuple[float, float]] = {
+    "sample_rate": (1000, 768_000),
+    "hop_length": (1, 4096),
+    "frequency_bins": (1, 8192),
+    "chunk_frames": (1, 1024),
+    "num_latents": (1, 1024),
+    "latent_dim": (1, 4096),
+    "stride": (1, 64),
+    "levels": (1, 8),
+    "channels": (1, 1024),
+    "blocks": (0, 16),
+    "dim": (1, 2048),
+    "heads": (1, 64),
+    "mlp_ratio": (1, 8),
+    "depth": (0, 64),
+    "noise_embedding_dim": (2, 2048),
+    "group_norm_groups": (1, 1024),
+    "amplitude": (1e-3, 1e3),
+    "sigma": (1e-9, 1e6),
+}
+"""(smallest, largest) of each number; `paper` sits well inside every range."""
+_DEPTHS = ("encoder_depth", "decoder_depth", "consistency_depth")
+_INTEGERS = (
+    "sample_rate",
+    "hop_length",
+    "frequency_bins",
+    "chunk_frames",
+    "num_latents",
+    "latent_dim",
+    "dim",
+    "heads",
+    "mlp_ratio",
+    *_DEPTHS,
+    "noise_embedding_dim",
+    "group_norm_groups",
+)
+_REALS = ("amplitude_alpha", "amplitude_beta", "sigma_min", "sigma_max", "sigma_data", "rho")
+
+
+def _is_integer(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_pair(value: object) -> bool:
+    return isinstance(value, tuple) and len(value) == 2 and all(map(_is_integer, value))
+
+
+def _check_types(config: ModelConfig) -> None:
+    if not isinstance(config.name, str) or len(config.name) > 128:
+        raise ValueError("name must be a string of at most 128 characters")
+    for key in _INTEGERS:
+        if not _is_integer(getattr(config, key)):
+            raise ValueError(f"{key} must be an integer, got {getattr(config, key)!r:.24}")
+    for key in _REALS:
+        value = getattr(config, key)
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or value != value:
+            raise ValueError(f"{key} must be a number, got {value!r:.24}")
+    for key in ("frequency_scaling", "summary_index_embedding"):
+        if not isinstance(getattr(config, key), bool):
+            raise ValueError(f"{key} must be true or false")
+    for key in ("channels", "blocks"):
+        value = getattr(config, key)
+        if not isinstance(value, tuple) or not all(map(_is_integer, value)):
+            raise ValueError(f"{key} must be a list of integers")
+    strides = (
+        (config.stem_stride, *config.downsample) if isinstance(config.downsample, tuple) else ()
+    )
+    if not strides or not all(map(_is_pair, strides)):
+        raise ValueError("stem_stride and downsample must be [frequency, time] integer pairs")
+
+
+def _check_range(key: str, value: float, limit: str | None = None) -> None:
+    lowest, highest = LIMITS[limit or key]
+    if not lowest <= value <= highest:
+        got = str(value) if len(str(value)) <= 24 else f"{str(value)[:21]}..."
+        raise ValueError(f"{key} must be in {lowest:g}..{highest:g}, got {got}")
+
+
+def _check_ranges(config: ModelConfig) -> None:
+    for key in _INTEGERS:
+        _check_range(key, getattr(config, key), "depth" if key in _DEPTHS else None)
+    _check_range("levels", len(config.channels))
+    for value in config.channels:
+        _check_range("channels", value)
+    for value in config.blocks:
+        _check_range("blocks", value)
+    for pair in (config.stem_stride, *config.downsample):
+        for value in pair:
+            _check_range("stride", value)
+    for key in ("amplitude_alpha", "amplitude_beta"):
+        _check_range(key, getattr(config, key), "amplitude")
+    for key in ("sigma_min", "sigma_max", "sigma_data", "rho"):
+        _check_range(key, getattr(config, key), "sigma")
+
+
+def _check_shapes(config: ModelConfig) -> None:
+    """What the networks need of the numbers together."""
+    if config.sigma_min >= config.sigma_max:
+        raise ValueError("sigma_min must be below sigma_max")
+    if config.frequency_bins > 2 * config.hop_length:
+        raise ValueError("frequency_bins can be at most 2 * hop_length (the STFT's bins)")
+    if config.dim % config.heads:
+        raise ValueError(f"heads ({config.heads}) must divide dim ({config.dim})")
+    if config.noise_embedding_dim % 2:
+        raise ValueError("noise_embedding_dim must be even (sine and cosine halves)")
+    if any(channels % config.group_norm_groups for channels in config.channels):
+        raise ValueError(f"group_norm_groups ({config.group_norm_groups}) must divide channels")
+    if config.tokens_per_chunk > 4096:
+        raise ValueError(f"{config.tokens_per_chunk} tokens per chunk; at most 4096")
 
 
 # What a file written before a key existed meant by its absence.

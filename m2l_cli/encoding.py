@@ -57,6 +57,18 @@ class ArraySource:
         """Nothing to release."""
 
 
+def check_finite(block: np.ndarray, name: str, offset: int, rate: int) -> None:
+    """Refuses NaN or infinite samples in a [channels, n] block that starts `offset`
+    samples in: the network would turn a handful of them into a whole file of noise."""
+    finite = np.isfinite(block).all(axis=0)
+    if not finite.all():
+        first = (offset + int(np.argmin(finite))) / rate
+        raise AudioError(
+            f"{name}: NaN or infinite samples (the first at {first:.3f} s); "
+            "audio must be finite numbers"
+        )
+
+
 class ChunkReader:
     """Cuts a source, resampled to the model rate, into chunks plus `context` samples of
     true neighbours on each side (zeros beyond the ends). Counts the samples it saw."""
@@ -69,6 +81,7 @@ class ChunkReader:
 
     def _model_blocks(self) -> Iterator[np.ndarray]:
         for block in self.source.blocks():
+            check_finite(block, self.source.name, self.input_samples, self.source.sample_rate)
             self.input_samples += block.shape[1]
             yield self.resampler(block)
         yield self.resampler(np.zeros((self.source.channels, 0), np.float32), last=True)

@@ -19,3 +19,8 @@ class ModelError(M2LError):
 
 class EvaluationError(M2LError):
     """Two recordings cannot be compared (channels, length, missing folder)."""
+
+
+class Terminated(BaseException):
+    """SIGTERM (or SIGHUP): unwinds like Ctrl-C, so every clean-up runs and no partial
+    output is left, but is its own kind, so the command can say 'terminated'."""

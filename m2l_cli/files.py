@@ -3,13 +3,19 @@ batched together, every output written atomically, one result per file."""
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from functools import partial
+from dataclasses import dataclass, replace
+from pathlib import Path
 
 from .atomic import AtomicOutput
-from .audio import AudioSink, AudioSource, OutputFormat, audio_info, output_format
+from .audio import (
+    AudioSink,
+    AudioSource,
+    OutputFormat,
+    audio_info,
+    output_format,
+    restored_subtype,
+)
 from .codec import Codec
 from .container import Latents, read_header
 from .decoding import DecodeJob, progress_total
@@ -17,18 +23,22 @@ from .defaults import DEFAULT_BATCH_SIZE, DEFAULT_SIGMA_COND
 from .encoding import EncodeJob
 from .errors import M2LError
 from .paths import STDIO
+from .stdio import stdin
 
 Pairs = list[tuple[str, str]]
 
 
 @dataclass
 class FileResult:
-    """How one file went: `error` is None on success."""
+    """How one file went: `error` is None on success; else the audio's length in
+    seconds, its channels and the bytes written."""
 
     source: str
     target: str
     seconds: float = 0.0
     error: str | None = None
+    channels: int = 0
+    size: int = 0
 
 
 def encode_progress_total(codec: Codec, source: str) -> int | None:
@@ -63,25 +73,43 @@ def encode_files(
     batch_size: int = DEFAULT_BATCH_SIZE,
     progress: Callable[[int], None] | None = None,
 ) -> Iterator[FileResult]:
-    """Encodes (input, output) pairs, batching chunks across files; one result per pair."""
+    """Encodes (input, output) pairs, batching chunks across files; one result per pair.
+    Each container records its source's sample format, which decoding restores."""
     targets = dict(pairs)
-    jobs = (EncodeJob(partial(AudioSource, s), s, dict(metadata or {})) for s, _ in pairs)
+    opened = {source: SourceOpener(source) for source, _ in pairs}
+    jobs = (EncodeJob(opened[s], s, dict(metadata or {})) for s, _ in pairs)
     for job, result in codec.encode_jobs(jobs, batch_size=batch_size, progress=progress):
         target = targets[job.name]
         if isinstance(result, M2LError):
             yield FileResult(job.name, target, error=str(result))
             continue
+        latents = replace(result, sample_format=opened[job.name].sample_format)
         try:
-            write_container(result, target)
+            size = write_container(latents, target)
         except (M2LError, OSError) as error:
             yield FileResult(job.name, target, error=_message(target, error))
             continue
-        yield FileResult(job.name, target, seconds=result.duration)
+        yield FileResult(job.name, target, latents.duration, None, latents.channels, size)
 
 
-def write_container(latents: Latents, target: str) -> None:
+@dataclass
+class SourceOpener:
+    """Opens an input when the encoder's turn comes, and remembers its sample format."""
+
+    source: str
+    sample_format: str = ""
+
+    def __call__(self) -> AudioSource:
+        opened = AudioSource(self.source)
+        self.sample_format = opened.sample_format
+        return opened
+
+
+def write_container(latents: Latents, target: str) -> int:
+    """Writes the container atomically; returns its size in bytes."""
     with AtomicOutput(target) as temporary:
         latents.save(temporary)
+        return temporary.stat().st_size
 
 
 @dataclass(eq=False)
@@ -117,6 +145,7 @@ class DecodeTarget:
             return self.result
         assert self.sink is not None and self.output is not None
         self.sink.close()
+        self.result.size = self.output.path.stat().st_size
         self.output.commit()
         return self.result
 
@@ -153,13 +182,15 @@ def decode_files(
                 latents = load_latents(codec, source)
                 file_format = output_format(target, format_name)
                 rate = sample_rate or latents.original_sample_rate
-                sink = opened.open(latents, file_format, subtype, rate)
+                chosen = subtype or restored_subtype(latents.sample_format, file_format)
+                sink = opened.open(latents, file_format, chosen, rate)
             except (M2LError, OSError) as error:
                 opened.abandon()
                 unfinished.remove(opened)
                 failures.append(FileResult(source, target, error=_message(source, error)))
                 continue
             opened.result.seconds = latents.duration
+            opened.result.channels = latents.channels
             job = DecodeJob(latents, sink.write, source, sample_rate, seed)
             by_job[id(job)] = opened
             yield job
@@ -181,8 +212,10 @@ def decode_files(
 
 
 def load_latents(codec: Codec, source: str) -> Latents:
-    stream = sys.stdin.buffer if source == STDIO else source
-    return Latents.load(stream, expected_model_id=codec.model_id)
+    """The container at `source` (or stdin), refused unless it is the codec's model's
+    and fits its shapes; checked before its payload is read."""
+    stream = stdin() if source == STDIO else Path(source)
+    return Latents.load(stream, expected_model_id=codec.model_id, model=codec.config)
 
 
 def _drain(failures: list[FileResult]) -> Iterator[FileResult]:
@@ -191,7 +224,10 @@ def _drain(failures: list[FileResult]) -> Iterator[FileResult]:
 
 
 def _message(name: str, error: Exception) -> str:
+    """The error's one line, starting with the file it is about."""
     text = str(error)
     if isinstance(error, OSError) and error.strerror:
         text = error.strerror
-    return text if text.startswith(name) else f"{name}: {text}"
+    if isinstance(error, M2LError) or text.startswith(name):
+        return text
+    return f"{'<stdin>' if name == STDIO else name}: {text}"

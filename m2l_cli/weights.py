@@ -4,27 +4,51 @@ A model's id is the first 12 hex digits of a sha256 over its metadata (keys sort
 and its tensors (names sorted; dtype, shape and bytes), so the same weights always
 carry the same id, however the file's header happens to be ordered, and containers
 can name the model that made them. Only safetensors is read: no pickle ever runs.
+A file's header and config are checked first (`weights_header`), and building its
+network may allocate no more than its tensors justify.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
+import math
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load as load_tensors
 from safetensors.torch import save as save_tensors
+from torch.overrides import TorchFunctionMode
 
-from .config import ModelConfig
 from .errors import ModelError
 from .model import Music2Latent2
+from .weights_header import (
+    FORMAT_TAG,
+    MODEL_VARIABLE,
+    WeightsHeader,
+    default_model_path,
+    find_model,
+    parse_header,
+    read_file,
+)
 
-FORMAT_TAG = "m2l-weights-1"
-DEFAULT_MODEL_FILE = "default.safetensors"
-MODEL_VARIABLE = "M2L_MODEL"
+BUILD_SLACK = 1 << 20
+"""Numbers a model's construction may allocate beyond twice its file's (small
+temporaries: masks, ranges)."""
+
+__all__ = [
+    "FORMAT_TAG",
+    "MODEL_VARIABLE",
+    "default_model_path",
+    "deserialize",
+    "file_metadata",
+    "find_model",
+    "model_id_of",
+    "read_weights",
+    "serialize",
+]
 
 
 def model_id_of(tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> str:
@@ -35,24 +59,6 @@ def model_id_of(tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> s
         digest.update(f"{name}|{tensor.dtype}|{tuple(tensors[name].shape)}|".encode())
         digest.update(tensor.view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()[:12]
-
-
-def default_model_path() -> Path | None:
-    """The model bundled with the package, if this build ships one."""
-    path = Path(__file__).parent / "weights" / DEFAULT_MODEL_FILE
-    return path if path.is_file() else None
-
-
-def find_model(path: str | Path | None = None) -> Path:
-    """The weights file to load: `path`, else the one $M2L_MODEL names, else the
-    bundled default; a one-line ModelError when there is none."""
-    chosen = path or os.environ.get(MODEL_VARIABLE) or default_model_path()
-    if not chosen:
-        raise ModelError(
-            "no model: none given and no bundled default found; "
-            f"pass --model PATH or set {MODEL_VARIABLE}"
-        )
-    return Path(chosen)
 
 
 def file_metadata(model: Music2Latent2, model_name: str, trained: bool) -> dict[str, str]:
@@ -80,59 +86,73 @@ def serialize(
     return save_tensors(tensors, metadata=metadata), model_id_of(tensors, metadata)
 
 
-def _metadata(data: bytes, name: str) -> dict[str, str]:
-    """Reads the safetensors header's metadata without loading the tensors."""
-    if len(data) < 8:
-        raise ModelError(f"{name}: not a safetensors weights file")
-    header_size = int.from_bytes(data[:8], "little")
-    try:
-        header = json.loads(data[8 : 8 + header_size])
-    except (ValueError, UnicodeDecodeError):
-        raise ModelError(f"{name}: not a safetensors weights file") from None
-    metadata = header.get("__metadata__") if isinstance(header, dict) else None
-    if not isinstance(metadata, dict) or metadata.get("format") != FORMAT_TAG:
-        raise ModelError(f"{name}: safetensors file without m2l model metadata")
-    return metadata
+class AllocationBudget(TorchFunctionMode):
+    """Counts what tensor factories are asked to allocate while a model is built and
+    refuses, before allocating, whatever goes past `numbers`: a config that claims
+    more than its file holds fails at once instead of taking the machine's memory."""
+
+    FACTORIES = frozenset(
+        {torch.empty, torch.zeros, torch.ones, torch.full, torch.rand, torch.randn}
+    )
+
+    def __init__(self, numbers: int, name: str) -> None:
+        super().__init__()
+        self.left, self.name = numbers, name
+
+    def __torch_function__(
+        self, func: Callable, types: object, args: tuple = (), kwargs: dict | None = None
+    ) -> object:
+        kwargs = kwargs or {}
+        if func in self.FACTORIES:
+            self.left -= _requested(args, kwargs)
+            if self.left < 0:
+                raise ModelError(
+                    f"{self.name}: its config describes a bigger model than its tensors hold"
+                )
+        return func(*args, **kwargs)
+
+
+def _requested(args: tuple, kwargs: dict) -> int:
+    """The number of elements a factory call asks for (`empty(2, 3)`, `full((2, 3), x)`)."""
+    size = kwargs.get("size", args[0] if args else ())
+    if isinstance(size, int):
+        size = tuple(value for value in args if isinstance(value, int))
+    return math.prod(int(value) for value in size)
+
+
+def build_model(header: WeightsHeader, name: str) -> Music2Latent2:
+    """The network the header's config describes, built within the allocation its
+    file's tensors justify."""
+    with AllocationBudget(2 * header.numbers + BUILD_SLACK, name):
+        return Music2Latent2(header.config)
 
 
 def deserialize(data: bytes, name: str) -> tuple[Music2Latent2, dict[str, str], str]:
-    """Bytes of a weights file -> (model in float32, metadata, model id). Checks everything."""
-    metadata = _metadata(data, name)
-    try:
-        config = ModelConfig.from_json(metadata["config"])
-    except (KeyError, ValueError, TypeError) as error:
-        raise ModelError(f"{name}: bad model config in weights metadata ({error})") from None
-    try:
-        tensors = load_tensors(data)
-    except (SafetensorError, ValueError) as error:
-        raise ModelError(f"{name}: corrupt safetensors data ({error})") from None
-    model = Music2Latent2(config)
+    """Bytes of a weights file -> (model in float32, metadata, model id). Checks everything,
+    the header and config before building anything."""
+    header = parse_header(data, len(data), name)
+    model = build_model(header, name)
     expected = model.state_dict()
-    missing = sorted(set(expected) - set(tensors))
-    unexpected = sorted(set(tensors) - set(expected))
+    missing = sorted(set(expected) - set(header.tensors))
+    unexpected = sorted(set(header.tensors) - set(expected))
     if missing or unexpected:
         first = (missing or unexpected)[0]
         kind = "missing" if missing else "unexpected"
         raise ModelError(f"{name}: weights do not match their config ({kind} tensor {first})")
     for key, value in expected.items():
-        if tuple(tensors[key].shape) != tuple(value.shape):
+        if header.tensors[key].shape != tuple(value.shape):
             raise ModelError(
                 f"{name}: weights do not match their config ({key} has shape "
-                f"{tuple(tensors[key].shape)}, config needs {tuple(value.shape)})"
+                f"{header.tensors[key].shape}, config needs {tuple(value.shape)})"
             )
+    try:
+        tensors = load_tensors(data)
+    except (SafetensorError, ValueError) as error:
+        raise ModelError(f"{name}: corrupt safetensors data ({error})") from None
     model.load_state_dict({key: value.float() for key, value in tensors.items()})
-    return model, metadata, model_id_of(tensors, metadata)
+    return model, header.metadata, model_id_of(tensors, header.metadata)
 
 
 def read_weights(path: str | Path) -> tuple[Music2Latent2, dict[str, str], str]:
     """Path -> (model, metadata, model id)."""
-    path = Path(path)
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise ModelError(f"{path}: no such weights file") from None
-    except IsADirectoryError:
-        raise ModelError(f"{path}: is a directory, not a weights file") from None
-    except OSError as error:
-        raise ModelError(f"{path}: cannot read weights ({error.strerror})") from None
-    return deserialize(data, str(path))
+    return deserialize(read_file(path), str(path))

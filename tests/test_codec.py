@@ -11,7 +11,7 @@ from safetensors import safe_open
 from safetensors.torch import load as load_tensors
 from safetensors.torch import save as save_tensors
 
-from m2l_cli import Codec, Latents, M2LError, ModelError, runtime, weights
+from m2l_cli import Codec, Latents, M2LError, ModelError, runtime, weights_header
 from m2l_cli.decoding import DecodeJob
 from m2l_cli.encoding import ArraySource, EncodeJob
 
@@ -267,7 +267,7 @@ def test_load_without_a_path_takes_m2l_model_then_the_bundled_model(codec, tmp_p
     assert Codec.load(device="cpu").model_id == saved_id
     monkeypatch.delenv("M2L_MODEL")
     assert Codec.load(device="cpu").model_name == "m2l-small-s6820"  # the bundled one
-    monkeypatch.setattr(weights, "default_model_path", lambda: None)
+    monkeypatch.setattr(weights_header, "default_model_path", lambda: None)
     with pytest.raises(ModelError, match="no model: .* pass --model PATH or set M2L_MODEL"):
         Codec.load()
 

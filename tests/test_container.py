@@ -8,6 +8,7 @@ import zlib
 
 import numpy as np
 import pytest
+import script_modules
 
 from m2l_cli.container import Latents, container_size, read_header
 from m2l_cli.errors import ContainerError, ModelError
@@ -35,17 +36,24 @@ def make_latents(channels: int = 2, seconds: float = 1.0, **overrides) -> Latent
     return Latents(**fields)
 
 
+FUZZ = script_modules.load("fuzz")
+
+
 def split(data: bytes) -> tuple[bytes, dict, bytes]:
-    """Cut a container into (preamble, header dict, payload + trailer)."""
+    """Cut a version 2 container into (preamble, header dict, payload + trailer)."""
     (header_len,) = struct.unpack("<I", data[6:10])
-    return data[:10], json.loads(data[10 : 10 + header_len]), data[10 + header_len :]
+    return data[:10], json.loads(data[10 : 10 + header_len]), data[14 + header_len :]
+
+
+def with_raw_header(data: bytes, raw: bytes, version: bytes = b"\x02\x00") -> bytes:
+    """Replace the header bytes of a container (and the header checksum, as a writer
+    of that version would), keeping the payload."""
+    return FUZZ.rebuild(data[:4] + version, raw, FUZZ.parts(data)[2])
 
 
 def with_header(data: bytes, header: dict) -> bytes:
     """Replace the JSON header of a container, keeping payload and checksum."""
-    preamble, _, rest = split(data)
-    raw = json.dumps(header).encode()
-    return preamble[:6] + struct.pack("<I", len(raw)) + raw + rest
+    return with_raw_header(data, json.dumps(header).encode())
 
 
 def load_error(data: bytes, name: str = "song.m2l") -> str:
@@ -127,7 +135,8 @@ def test_header_is_sorted_compact_json_and_read_header_returns_it(tmp_path):
     header, offset = read_header(path)
     assert header == latents.header()
     expected = json.dumps(header, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    assert data[10:offset] == expected.encode("utf-8")
+    assert data[10 : offset - 4] == expected.encode("utf-8")
+    assert struct.unpack("<I", data[offset - 4 : offset])[0] == zlib.crc32(data[: offset - 4])
 
 
 def test_payload_is_time_major_so_early_chunks_come_first():
@@ -159,7 +168,8 @@ def test_file_size_follows_the_formula():
         data = latents.to_bytes()
         (header_len,) = struct.unpack("<I", data[6:10])
         assert len(data) == container_size(channels, latents.chunks, header_len)
-        assert len(data) == 4 + 2 + 4 + header_len + channels * latents.chunks * 8 * 64 * 2 + 4
+        payload = channels * latents.chunks * 8 * 64 * 2
+        assert len(data) == 4 + 2 + 4 + header_len + 4 + payload + 4
 
 
 def test_ten_seconds_of_stereo_is_14_chunks_and_28672_payload_bytes():
@@ -167,14 +177,14 @@ def test_ten_seconds_of_stereo_is_14_chunks_and_28672_payload_bytes():
     assert latents.chunks == 14
     data = latents.to_bytes()
     (header_len,) = struct.unpack("<I", data[6:10])
-    assert len(data) - 10 - header_len - 4 == 28672
+    assert len(data) - 10 - header_len - 4 - 4 == 28672
 
 
 def test_worked_example_in_format_md():
     latents = make_latents(channels=2, seconds=10.0, metadata={})
     data = latents.to_bytes()
-    assert data[:10].hex(" ") == "4d 32 4c 1a 01 00 30 01 00 00"  # header is 304 bytes
-    assert len(data) == 10 + 304 + 28672 + 4 == 28990
+    assert data[:10].hex(" ") == "4d 32 4c 1a 02 00 30 01 00 00"  # header is 304 bytes
+    assert len(data) == 10 + 304 + 4 + 28672 + 4 == 28994
 
 
 # Corruption: every defect has its own message
@@ -187,15 +197,35 @@ def test_wrong_magic():
 
 def test_unknown_major_version_is_refused():
     data = bytearray(make_latents().to_bytes())
-    data[4] = 2
+    data[4] = 3
     message = load_error(bytes(data))
-    assert "unsupported format version 2.0" in message
+    assert "unsupported format version 3.0" in message
 
 
 def test_newer_minor_version_is_accepted():
-    data = bytearray(make_latents().to_bytes())
-    data[5] = 7
-    assert Latents.from_bytes(bytes(data)).model_id == MODEL_ID
+    data = make_latents().to_bytes()
+    raw = json.dumps(split(data)[1]).encode()
+    assert Latents.from_bytes(with_raw_header(data, raw, b"\x02\x07")).model_id == MODEL_ID
+
+
+def test_version_1_files_without_a_header_checksum_still_read():
+    latents = make_latents()
+    old = FUZZ.as_version_1(latents.to_bytes())
+    assert old[4:6] == b"\x01\x00"
+    loaded = Latents.from_bytes(old)
+    assert np.array_equal(loaded.values, latents.values)
+    assert loaded.header() == latents.header()
+    assert "truncated payload" in load_error(old[:-10])
+
+
+def test_every_flipped_header_bit_is_caught_by_the_header_checksum():
+    data = make_latents().to_bytes()
+    (header_len,) = struct.unpack("<I", data[6:10])
+    for bit in range(8 * (14 + header_len)):
+        flipped = bytearray(data)
+        flipped[bit // 8] ^= 1 << (bit % 8)
+        with pytest.raises(ContainerError):
+            Latents.from_bytes(bytes(flipped), "song.m2l")
 
 
 def test_file_shorter_than_the_preamble():
@@ -210,10 +240,7 @@ def test_truncated_header():
 
 
 def test_header_that_is_not_json():
-    data = make_latents().to_bytes()
-    preamble, _, rest = split(data)
-    broken = b"{not json"
-    data = preamble[:6] + struct.pack("<I", len(broken)) + broken + rest
+    data = with_raw_header(make_latents().to_bytes(), b"{not json")
     assert "header is not valid UTF-8 JSON" in load_error(data)
 
 
@@ -232,8 +259,14 @@ def test_header_key_of_the_wrong_type():
 
 def test_header_with_inconsistent_chunk_count():
     data = make_latents().to_bytes()
-    header = split(data)[1] | {"model_num_samples": 441000}
+    header = split(data)[1] | {"model_num_samples": 441000, "num_samples": 441000}
     assert "header says 2 chunks" in load_error(with_header(data, header))
+
+
+def test_header_whose_two_lengths_disagree():
+    data = make_latents().to_bytes()
+    header = split(data)[1] | {"num_samples": 10**9}
+    assert "which cannot be 44100 samples" in load_error(with_header(data, header))
 
 
 def test_truncated_payload():
@@ -296,7 +329,8 @@ def test_messages_are_all_distinct():
         bytes(newer_major),
         good[:7],
         good[:40],
-        good[:6] + struct.pack("<I", 3) + b"{x}" + good[10:],
+        with_raw_header(good, b"{x}"),
+        good[:6] + struct.pack("<I", 3) + b"{x}" + good[-50:],
         with_header(good, {k: v for k, v in header.items() if k != "chunks"}),
         good[:-100],
         bytes(flipped),

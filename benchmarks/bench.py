@@ -106,7 +106,9 @@ def speed_tasks(args: argparse.Namespace) -> list[Task]:
 
 
 def train_tasks(args: argparse.Namespace) -> list[Task]:
-    """One training step of `small` (batch --train-batch) per consistency precision."""
+    """One training step of `small` (batch --train-batch) per consistency precision
+    and curriculum stage: with the default "auto", stage 0 runs the consistency model
+    in bf16 with a clean teacher, later stages in float32 with a teacher pass."""
     return [
         Task(
             "train",
@@ -116,11 +118,12 @@ def train_tasks(args: argparse.Namespace) -> list[Task]:
             seed=args.seed,
             repeats=args.train_repeats,
             policy=policy,
-            stage=args.train_stage,
+            stage=stage,
             batch=args.train_batch,
-            label=f"train step, consistency {policy}, stage {args.train_stage}",
+            label=f"train step, consistency {policy}, stage {stage}",
         )
         for policy in args.train_policies
+        for stage in args.train_stages
     ]
 
 
@@ -203,10 +206,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--train-policies",
         nargs="+",
-        default=["inherit", "auto"],
+        default=["auto"],
         help="consistency_precision settings to time a training step with",
     )
-    parser.add_argument("--train-stage", type=int, default=1, help="curriculum stage (0-4)")
+    parser.add_argument(
+        "--train-stages", nargs="+", type=int, default=[0, 1], help="curriculum stages (0-4)"
+    )
     parser.add_argument("--train-batch", type=int, default=8, help="chunk pairs per step")
     parser.add_argument("--train-repeats", type=int, default=5, help="timed training steps")
     parser.add_argument("--no-train", action="store_true", help="skip the training rows")

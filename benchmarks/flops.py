@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Callable
 from typing import Any
+from unittest import mock
 
 import torch
 from torch.utils import flop_counter
@@ -68,7 +69,14 @@ class FlopCounter(TorchDispatchMode):
 
 
 def count(function: Callable[[], object]) -> FlopCounter:
-    """Runs `function` once under a counter and returns the counter."""
-    with FlopCounter() as counter:
+    """Runs `function` once under a counter and returns the counter. A dispatch mode
+    sees no operation inside torch.inference_mode, so while counting, inference mode
+    is replaced by no_grad (the same operations, without the inference tensors)."""
+    with mock.patch.object(torch, "inference_mode", no_grad_instead), FlopCounter() as counter:
         function()
     return counter
+
+
+def no_grad_instead(mode: bool = True) -> torch.no_grad:
+    """Stands in for torch.inference_mode() while counting."""
+    return torch.no_grad()

@@ -119,7 +119,7 @@ def flops_of_one_chunk(codec, kind: str) -> Callable[[], object]:
     if kind == "encode":
         return lambda: runner.encode(spectrogram)
     latents = torch.tanh(torch.randn(1, config.num_latents, config.latent_dim, generator=generator))
-    features = [level.float() for level in runner.decode_features(latents)]
+    features = runner.decode_features(latents)
     two_chunks = [torch.cat([level, level]) for level in features]
     noisy = torch.randn(1, 2, 2, config.frequency_bins, config.chunk_frames, generator=generator)
     sigma = torch.tensor([[DEFAULT_SIGMA_COND, config.sigma_max]])

@@ -278,8 +278,9 @@ def notes(args: argparse.Namespace) -> list[str]:
         "on random mono latents (values do not change the cost), batch size max(16, streams); "
         "its warm-up decodes 2-chunk latents.",
         f"train: one optimizer step of small, batch {args.train_batch} pairs of chunks of "
-        f"the test signal, at a step of curriculum stage {args.train_stage} of 5 "
-        "(stage >= 1: the teacher is a network call; with 'auto' it runs in float32).",
+        "the test signal, at a step of the given curriculum stage of 5 (stage 0: the "
+        "teacher is the clean input; stage >= 1: a network call, and with 'auto' the "
+        "consistency model runs in float32).",
         "whole-process rows: `python -m m2l_cli ...` (what `m2l` runs) on a mono 16-bit "
         "WAV, model load included, one untimed run first, then the median; "
         "--help and info as the command line gives them.",

@@ -167,7 +167,8 @@ def with_baseline(tasks: list[Task], baseline: Path | None) -> list[Task]:
 
 def all_tasks(args: argparse.Namespace, folder: Path) -> list[Task]:
     tasks = peak_tasks(args)
-    compared = speed_tasks(args) + (train_tasks(args) if not args.no_train else [])
+    compared = [] if args.no_coding else speed_tasks(args)
+    compared += [] if args.no_train else train_tasks(args)
     tasks += with_baseline(compared, args.baseline)
     if not args.no_process:
         if args.baseline is not None:
@@ -214,6 +215,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--train-batch", type=int, default=8, help="chunk pairs per step")
     parser.add_argument("--train-repeats", type=int, default=5, help="timed training steps")
+    parser.add_argument("--no-coding", action="store_true", help="skip encode and decode rows")
     parser.add_argument("--no-train", action="store_true", help="skip the training rows")
     parser.add_argument(
         "--process-seconds", type=float, default=120.0, help="clip length, whole-process rows"

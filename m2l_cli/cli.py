@@ -437,7 +437,10 @@ def train(
     resume: Annotated[bool, typer.Option(help="Continue the run's checkpoint.")] = False,
     init: Annotated[
         Path | None,
-        typer.Option(metavar="PATH", help="Start a new run from these model weights."),
+        typer.Option(
+            metavar="PATH",
+            help="Start a new run from these model weights (model switches add parts).",
+        ),
     ] = None,
     steps: Annotated[int | None, typer.Option(min=1, metavar="N", help="Steps to do now.")] = None,
     total_steps: Annotated[
@@ -573,6 +576,7 @@ def train(
         on_log=show,
         validate=validator,
         initial_weights=init,
+        added_parts=plan.added_parts,
         routine=plan.routine,
     )
     note(f"checkpoint at step {trainer.step} in {run}")

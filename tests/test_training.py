@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +18,7 @@ from m2l_cli.model import Music2Latent2
 from m2l_cli.model.consistency import edm_scalings, sigma_from_time
 from m2l_cli.training import TrainConfig, TrainingPlan, export_checkpoint, train
 from m2l_cli.training.data import CropDataset, find_tracks
-from m2l_cli.training.loop import training_precision
+from m2l_cli.training.loop import new_trainer, training_precision
 from m2l_cli.training.objective import (
     STUDENT_FLOOR,
     TrainingPrecision,
@@ -29,6 +30,7 @@ from m2l_cli.training.objective import (
     teacher_sigma,
     time_from_sigma,
 )
+from m2l_cli.weights import serialize
 
 TINY = PRESETS["tiny"]
 FP32 = TrainingPrecision("cpu", torch.float32, torch.float32, torch.float32)
@@ -417,3 +419,29 @@ def test_weights_from_before_the_model_switches_load_with_them_off() -> None:
     codec = Codec.load(Path(__file__).parents[1] / "m2l_cli/weights/default.safetensors")
     assert not codec.config.frequency_scaling and not codec.config.summary_index_embedding
     assert math.isfinite(codec.config.sigma_max)
+
+
+def test_a_model_file_grows_the_parts_it_lacks_and_computes_the_same(tmp_path: Path) -> None:
+    small = Music2Latent2(replace(TINY, frequency_scaling=False, summary_index_embedding=False))
+    (tmp_path / "m.safetensors").write_bytes(serialize(small, "tiny")[0])
+    parts = {"frequency_scaling": True, "summary_index_embedding": True}
+    trainer = new_trainer(TrainConfig(preset="tiny"), CPU, tmp_path / "m.safetensors", None, parts)
+    grown = trainer.model.eval()
+    assert grown.config.frequency_scaling and grown.config.summary_index_embedding
+    latents = torch.randn(3, TINY.num_latents, TINY.latent_dim)
+    shape = (1, 2, 2, TINY.frequency_bins, TINY.chunk_frames)
+    x, sigma = torch.randn(shape), torch.tensor([[0.5, 3.0]])
+    with torch.no_grad():
+        features = small.decoder(latents[:2])
+        assert all(
+            torch.equal(a, b) for a, b in zip(features, grown.decoder(latents[:2]), strict=True)
+        )
+        denoised = small.consistency(x, sigma, features)
+        assert torch.equal(denoised, grown.consistency(x, sigma, features))
+
+
+def test_a_run_from_a_model_file_can_add_parts_but_not_remove_them() -> None:
+    plan = TrainingPlan.from_options({}, {"frequency_scaling": True}, resume=False, init="m")
+    assert plan.added_parts == {"frequency_scaling": True} and plan.model_config is None
+    with pytest.raises(ValueError, match="not remove them: summary_index_embedding"):
+        TrainingPlan.from_options({}, {"summary_index_embedding": False}, resume=False, init="m")

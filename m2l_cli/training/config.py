@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 from ..config import ModelConfig, preset
@@ -130,11 +130,13 @@ class TrainConfig:
 @dataclass(frozen=True)
 class TrainingPlan:
     """What the options of `m2l train` ask for: the settings and model of a new run, or
-    the routine changes of a resumed one (which keeps everything else)."""
+    the routine changes of a resumed one (which keeps everything else). A run that starts
+    from a model file keeps its config, plus the `added_parts` switched on."""
 
     settings: TrainConfig | None
     model_config: ModelConfig | None
     routine: dict[str, Any]
+    added_parts: dict[str, bool] = field(default_factory=dict)
 
     @classmethod
     def from_options(
@@ -157,7 +159,8 @@ class TrainingPlan:
             return cls(None, None, {name: chosen[name] for name in chosen})
         settings = TrainConfig(**chosen)
         if init is not None:
-            if model_switches:
-                raise ValueError("--init keeps the model file's config: drop the model switches")
-            return cls(settings, None, {})
+            removed = sorted(name for name, on in model_switches.items() if not on)
+            if removed:
+                raise ValueError(f"--init can add model parts, not remove them: {removed[0]}")
+            return cls(settings, None, {}, model_switches)
         return cls(settings, replace(preset(settings.preset), **model_switches), {})

@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import csv
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -21,6 +23,8 @@ from .checkpoint import CHECKPOINT_NAME, Checkpoint, load_checkpoint, save_check
 from .config import TrainConfig
 from .data import CropDataset, crop_loader, find_tracks
 from .objective import TrainingPrecision, consistency_loss, curriculum_gap
+
+GROWN_PARTS = ("consistency.frequency_scaling.", "decoder.summary_index")
 
 
 def training_precision(settings: TrainConfig, device: torch.device) -> TrainingPrecision:
@@ -132,16 +136,28 @@ def new_trainer(
     device: torch.device,
     initial_weights: Path | None,
     model_config: ModelConfig | None = None,
+    added_parts: Mapping[str, Any] | None = None,
 ) -> Trainer:
     """A trainer at step 0: fresh weights (of `model_config`, default the settings'
-    preset), or those of a model file (model and EMA)."""
+    preset), or those of a model file (model and EMA), grown by `added_parts`."""
     if initial_weights is None:
         return Trainer(settings, model_config or preset(settings.preset), device)
     model, _, _ = read_weights(initial_weights)
-    trainer = Trainer(settings, model.config, device)
-    trainer.model.load_state_dict(model.state_dict())
-    trainer.ema.load_state_dict(model.state_dict())
+    trainer = Trainer(settings, replace(model.config, **(added_parts or {})), device)
+    for target in (trainer.model, trainer.ema):
+        load_grown(target, model.state_dict())
     return trainer
+
+
+def load_grown(model: Music2Latent2, state: Mapping[str, torch.Tensor]) -> None:
+    """Loads a smaller model's weights into `model`, whose extra parts (frequency scaling,
+    summary index) start as identities: the grown model computes what the smaller one did."""
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    foreign = [key for key in missing if not key.startswith(GROWN_PARTS)] + unexpected
+    if foreign:
+        raise M2LError(f"the model file does not fit this model: {foreign[0]}")
+    if model.decoder.summary_index is not None and "decoder.summary_index" in missing:
+        torch.nn.init.zeros_(model.decoder.summary_index)
 
 
 def train(
@@ -156,11 +172,13 @@ def train(
     on_log: Callable[[dict], None] | None = None,
     validate: Callable[[Trainer], dict] | None = None,
     initial_weights: Path | None = None,
+    added_parts: Mapping[str, Any] | None = None,
     routine: dict[str, int] | None = None,
 ) -> Trainer:
     """Trains until `steps` more steps (or total_steps) are done, or Ctrl-C; always
     leaves a checkpoint of the last finished step in `run`. A new run can start from
-    the weights of a model file (`initial_weights`; its config replaces the preset).
+    the weights of a model file (`initial_weights`; its config, grown by `added_parts`,
+    replaces the preset).
     `routine` replaces routine settings (`TrainConfig.ROUTINE`), of a resumed run too."""
     device = device or resolve_device()
     run.mkdir(parents=True, exist_ok=True)
@@ -170,7 +188,9 @@ def train(
     elif checkpoint_path.exists():
         raise M2LError(f"{run}: holds a checkpoint already; use --resume or another folder")
     else:
-        trainer = new_trainer(settings or TrainConfig(), device, initial_weights, model_config)
+        trainer = new_trainer(
+            settings or TrainConfig(), device, initial_weights, model_config, added_parts
+        )
     trainer.settings = settings = trainer.settings.with_routine(routine)
     last_step = min(trainer.step + steps, settings.total_steps) if steps else settings.total_steps
     config = trainer.config

@@ -96,6 +96,14 @@ SubtypeOption = Annotated[
         metavar="NAME", help="Sample format, e.g. PCM_16, PCM_24, FLOAT (default: the source's)."
     ),
 ]
+StartOption = Annotated[
+    float,
+    typer.Option(min=0.0, metavar="SECONDS", help="Decode from here (random access)."),
+]
+DurationOption = Annotated[
+    float | None,
+    typer.Option(min=0.0, metavar="SECONDS", help="Decode this much (default: to the end)."),
+]
 MetaOption = Annotated[
     list[str] | None,
     typer.Option(
@@ -238,11 +246,14 @@ def decode(
     sample_rate: RateOption = None,
     format_name: FormatOption = None,
     subtype: SubtypeOption = None,
+    start: StartOption = 0.0,
+    duration: DurationOption = None,
     force: ForceOption = False,
     quiet: QuietOption = False,
 ) -> None:
     """Decode an .m2l container to WAV or FLAC, at the original sample rate and sample
-    format by default."""
+    format by default. WAV to stdout (-o -) is written as it is decoded; --start and
+    --duration decode only that range, from the chunks it needs."""
     from .container_format import read_header
 
     target = output or default_output(source, f".{format_name or 'wav'}")
@@ -253,12 +264,13 @@ def decode(
 
     codec = load_codec(model, device, precision, threads, quiet)
     started = time.monotonic()
-    total = decode_progress_total(source)
+    ranged = bool(start) or duration is not None
+    total = None if ranged else decode_progress_total(source)
     seconds = header["num_samples"] / header["original_sample_rate"] if header else None
-    with progress_bar("decoding", total, quiet, seconds) as bar:
+    with progress_bar("decoding", total, quiet, duration if ranged else seconds) as bar:
         runs = decode_pairs(
             codec, [(source, target)], sigma_cond, seed, sample_rate, format_name, subtype,
-            batch_size, bar,
+            batch_size, bar, (start, duration) if ranged else None,
         )  # fmt: skip
         results = list(runs)
     finish(results, started, quiet)
@@ -274,9 +286,12 @@ def decode_pairs(
     subtype: str | None,
     batch_size: int,
     bar: Bar | None = None,
+    time_range: tuple[float, float | None] | None = None,
 ) -> Iterator[FileResult]:
-    """`decode_files` with the options `decode` and `batch --decode` share."""
+    """`decode_files` with the options `decode` and `batch --decode` share; only
+    `time_range` (start, duration in seconds) of each, if given."""
     from .files import decode_files
+    from .ranges import TimeRange
 
     return decode_files(
         codec,
@@ -288,6 +303,7 @@ def decode_pairs(
         subtype=subtype,
         batch_size=batch_size,
         progress=bar.advance if bar else None,
+        time_range=TimeRange(*time_range) if time_range else None,
     )
 
 

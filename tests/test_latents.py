@@ -189,11 +189,13 @@ def readme_examples(*sections: str) -> list[str]:
     return blocks
 
 
-def test_the_readme_examples_run_on_the_bundled_model_and_clip(tmp_path, monkeypatch):
+def test_the_readme_examples_run_verbatim_on_the_bundled_model_and_clip(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("M2L_MODEL", raising=False)
     namespace: dict = {}
-    for block in readme_examples("Python API"):
+    for block in readme_examples("Python API", "MIR features", "Using latents"):
         exec(compile(block, "README.md", "exec"), namespace)  # noqa: S102
     assert namespace["decoded"].shape == namespace["audio"].T.shape
     assert namespace["middle"].shape == (2, round(1.5 * namespace["rate"]))
+    assert namespace["features"].shape == (2, 8 * namespace["codec"].config.dim)
+    assert namespace["generated_audio"].shape == (1, 3 * CHUNK)

@@ -11,7 +11,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -33,7 +33,7 @@ from .display import (
     written_line,
 )
 from .errors import M2LError
-from .paths import STDIO, check_output, default_output
+from .paths import STDIO, check_output, output_pairs
 from .stdio import abandon_stdout, flush_stdout, print_text, stdin
 from .text import shown
 from .weights_header import MODEL_VARIABLE
@@ -191,10 +191,17 @@ def finish(results: list[FileResult], started: float, quiet: bool) -> None:
 
 @app.command(short_help="Encode an audio file into an .m2l container.")
 def encode(
-    source: Annotated[str, typer.Argument(metavar="IN", help="Audio file, or - for stdin.")],
+    sources: Annotated[
+        list[str], typer.Argument(metavar="IN...", help="Audio files, or - for stdin.")
+    ],
     output: Annotated[
         str | None,
-        typer.Option("--output", "-o", metavar="OUT", help="Output .m2l, or - (default: IN.m2l)."),
+        typer.Option(
+            "--output",
+            "-o",
+            metavar="OUT",
+            help="Output .m2l, or - (default: IN.m2l); a folder for several inputs.",
+        ),
     ] = None,
     model: ModelOption = None,
     device: DeviceOption = "auto",
@@ -205,22 +212,24 @@ def encode(
     force: ForceOption = False,
     quiet: QuietOption = False,
 ) -> None:
-    """Encode an audio file (wav, flac, ogg, opus, mp3, aiff...) into an .m2l container."""
+    """Encode audio files (wav, flac, ogg, opus, mp3, aiff...) into .m2l containers;
+    several inputs are batched together and go beside themselves or into the folder -o."""
     from .container_format import SUFFIX
 
-    target = output or default_output(source, SUFFIX)
+    pairs = output_pairs(sources, output, SUFFIX)
     metadata = parse_metadata(meta)
-    check_output(target, force, [source])
+    for _, target in pairs:
+        check_output(target, force, sources)
     check_runtime(device, precision)
     from .audio import audio_info
     from .files import encode_files, encode_progress_total
 
-    info = None if source == STDIO else audio_info(source)  # a bad input fails at once
+    single = sources[0] if len(sources) == 1 else None
+    info = audio_info(single) if single and single != STDIO else None  # fails at once
     codec = load_codec(model, device, precision, threads, quiet)
     started = time.monotonic()
-    total = encode_progress_total(codec, source)
+    total = known_sum(encode_progress_total(codec, source) for source in sources)
     with progress_bar("encoding", total, quiet, info.duration if info else None) as bar:
-        pairs = [(source, target)]
         progress = bar.advance if bar else None
         runs = encode_files(
             codec, pairs, metadata=metadata, batch_size=batch_size, progress=progress
@@ -229,12 +238,25 @@ def encode(
     finish(results, started, quiet)
 
 
+def known_sum(counts: Iterable[int | None]) -> int | None:
+    """The total of progress counts, None if any is unknown."""
+    listed = list(counts)
+    return None if None in listed else sum(count or 0 for count in listed)
+
+
 @app.command(short_help="Decode an .m2l container to WAV or FLAC.")
 def decode(
-    source: Annotated[str, typer.Argument(metavar="IN", help=".m2l container, or - for stdin.")],
+    sources: Annotated[
+        list[str], typer.Argument(metavar="IN...", help=".m2l containers, or - for stdin.")
+    ],
     output: Annotated[
         str | None,
-        typer.Option("--output", "-o", metavar="OUT", help="Output audio, or - (default: IN.wav)."),
+        typer.Option(
+            "--output",
+            "-o",
+            metavar="OUT",
+            help="Output audio, or - (default: IN.wav); a folder for several inputs.",
+        ),
     ] = None,
     model: ModelOption = None,
     device: DeviceOption = "auto",
@@ -256,20 +278,22 @@ def decode(
     --duration decode only that range, from the chunks it needs."""
     from .container_format import read_header
 
-    target = output or default_output(source, f".{format_name or 'wav'}")
-    check_output(target, force, [source])
+    pairs = output_pairs(sources, output, f".{format_name or 'wav'}")
+    for _, target in pairs:
+        check_output(target, force, sources)
     check_runtime(device, precision)
-    header = None if source == STDIO else read_header(source)[0]  # fails at once if broken
+    single = sources[0] if len(sources) == 1 else None
+    header = read_header(single)[0] if single and single != STDIO else None  # fails at once
     from .files import decode_progress_total
 
     codec = load_codec(model, device, precision, threads, quiet)
     started = time.monotonic()
     ranged = bool(start) or duration is not None
-    total = None if ranged else decode_progress_total(source)
+    total = None if ranged else known_sum(decode_progress_total(source) for source in sources)
     seconds = header["num_samples"] / header["original_sample_rate"] if header else None
     with progress_bar("decoding", total, quiet, duration if ranged else seconds) as bar:
         runs = decode_pairs(
-            codec, [(source, target)], sigma_cond, seed, sample_rate, format_name, subtype,
+            codec, pairs, sigma_cond, seed, sample_rate, format_name, subtype,
             batch_size, bar, (start, duration) if ranged else None,
         )  # fmt: skip
         results = list(runs)

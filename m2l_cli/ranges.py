@@ -4,8 +4,8 @@ plus a few warm-up chunks before them, and cut to exactly that range.
 Decoding is autoregressive: each chunk is made next to the first estimate of the one
 before it. A range that started from nothing would decode its first chunk the way a
 file's first chunk is decoded, without context; `WARMUP_CHUNKS` chunks decoded first
-and thrown away give it the context a full decode gives it (README, "Random access",
-has the measurement behind the number). The noise differs from a full decode's (it is
+and thrown away give it the context a full decode gives it (README, "Random access and
+streaming", has the measurement behind the number). The noise differs from a full decode's (it is
 drawn from the start of what is decoded), so a range matches a full decode as closely
 as two full decodes with different seeds match each other.
 """

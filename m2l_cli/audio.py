@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import io
 import stat
+import struct
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
@@ -39,6 +40,13 @@ STDIN_LIMIT = 8 << 30
 """Audio read from stdin is kept in an unnamed temporary file (pipes cannot seek),
 at most this many bytes of it: a file argument has no limit."""
 SOUNDFILE_ERRORS = (soundfile.LibsndfileError, RuntimeError, TypeError, ValueError)
+STREAMED_SAMPLE_BYTES = {
+    "PCM_U8": 1, "ULAW": 1, "ALAW": 1, "PCM_16": 2, "PCM_24": 3, "PCM_32": 4, "FLOAT": 4,
+    "DOUBLE": 8,
+}  # fmt: skip
+"""The WAV sample formats `WavStream` writes: a fixed number of bytes per sample."""
+MAX_WAV_DATA_BYTES = (1 << 32) - (1 << 16)
+"""What a WAV file's 32-bit sizes can hold, less room for the header."""
 
 
 class OutputFormat(str, Enum):
@@ -181,7 +189,7 @@ class AudioSink:
             raise AudioError(
                 f"{self.name}: subtype {subtype} is not available for {file_format.name}"
             )
-        self.clip = not subtype.startswith(("FLOAT", "DOUBLE"))
+        self.clip = clips(subtype)
         try:
             self.file = soundfile.SoundFile(
                 target,
@@ -204,6 +212,87 @@ class AudioSink:
 
     def close(self) -> None:
         self.file.close()
+
+
+def clips(subtype: str) -> bool:
+    """True for the sample formats that hold only -1..1 (all but float): samples are
+    clipped there, not wrapped around."""
+    return not subtype.upper().startswith(("FLOAT", "DOUBLE"))
+
+
+def streams_as_wav(file_format: OutputFormat, subtype: str | None) -> bool:
+    """True when `WavStream` can write this format and sample format."""
+    return file_format is OutputFormat.WAV and (subtype or DEFAULT_SUBTYPE).upper() in (
+        STREAMED_SAMPLE_BYTES
+    )
+
+
+class WavStream:
+    """A WAV file written to a stream that cannot seek (stdout) as its samples come:
+    the header first, with the sizes of all `frames` frames already in it, then each
+    block at once. Samples are converted by libsndfile, as `AudioSink` converts them."""
+
+    def __init__(
+        self,
+        write: Callable[[bytes], None],
+        *,
+        sample_rate: int,
+        channels: int,
+        frames: int,
+        subtype: str | None = None,
+        name: str = "<stdout>",
+    ) -> None:
+        self.subtype = (subtype or DEFAULT_SUBTYPE).upper()
+        self.channels, self.sample_rate, self.name = channels, sample_rate, name
+        self.data_bytes = frames * channels * STREAMED_SAMPLE_BYTES[self.subtype]
+        if self.data_bytes > MAX_WAV_DATA_BYTES:
+            raise AudioError(f"{name}: too long for a WAV file; decode to a FLAC file instead")
+        self.send = write
+        header = self._header(frames)
+        self.send(header)
+        self.size = len(header)
+
+    def _header(self, frames: int) -> bytes:
+        """libsndfile's header for this format, with the sizes filled in."""
+        empty = io.BytesIO()
+        with soundfile.SoundFile(
+            empty, "w", self.sample_rate, self.channels, self.subtype, format="WAV"
+        ):
+            pass
+        header = bytearray(empty.getvalue())
+        padding = self.data_bytes % 2
+        struct.pack_into("<I", header, 4, len(header) - 8 + self.data_bytes + padding)
+        offset = 12
+        while offset + 8 <= len(header):
+            kind, size = (
+                header[offset : offset + 4],
+                struct.unpack_from("<I", header, offset + 4)[0],
+            )
+            if kind == b"fact":
+                struct.pack_into("<I", header, offset + 8, frames)
+            if kind == b"data":
+                struct.pack_into("<I", header, offset + 4, self.data_bytes)
+                return bytes(header)
+            offset += 8 + size + size % 2
+        raise AudioError(f"{self.name}: cannot write a {self.subtype} WAV header")
+
+    def write(self, block: np.ndarray) -> None:
+        """Writes [channels, n] float32 samples."""
+        if clips(self.subtype):
+            block = np.clip(block, -1.0, 1.0)
+        encoded = io.BytesIO()
+        with soundfile.SoundFile(
+            encoded, "w", self.sample_rate, self.channels, self.subtype, format="RAW"
+        ) as raw:
+            raw.write(np.ascontiguousarray(block.T))
+        self.send(encoded.getvalue())
+        self.size += encoded.tell()
+
+    def close(self) -> None:
+        """Ends the data chunk (a pad byte after an odd number of bytes)."""
+        if self.data_bytes % 2:
+            self.send(b"\0")
+            self.size += 1
 
 
 def _check_file(path: Path, name: str) -> None:

@@ -11,7 +11,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -33,7 +33,7 @@ from .display import (
     written_line,
 )
 from .errors import M2LError
-from .paths import STDIO, check_output, default_output
+from .paths import STDIO, check_output, output_pairs
 from .stdio import abandon_stdout, flush_stdout, print_text, stdin
 from .text import shown
 from .weights_header import MODEL_VARIABLE
@@ -95,6 +95,14 @@ SubtypeOption = Annotated[
     typer.Option(
         metavar="NAME", help="Sample format, e.g. PCM_16, PCM_24, FLOAT (default: the source's)."
     ),
+]
+StartOption = Annotated[
+    float,
+    typer.Option(min=0.0, metavar="SECONDS", help="Decode from here (random access)."),
+]
+DurationOption = Annotated[
+    float | None,
+    typer.Option(min=0.0, metavar="SECONDS", help="Decode this much (default: to the end)."),
 ]
 MetaOption = Annotated[
     list[str] | None,
@@ -183,10 +191,17 @@ def finish(results: list[FileResult], started: float, quiet: bool) -> None:
 
 @app.command(short_help="Encode an audio file into an .m2l container.")
 def encode(
-    source: Annotated[str, typer.Argument(metavar="IN", help="Audio file, or - for stdin.")],
+    sources: Annotated[
+        list[str], typer.Argument(metavar="IN...", help="Audio files, or - for stdin.")
+    ],
     output: Annotated[
         str | None,
-        typer.Option("--output", "-o", metavar="OUT", help="Output .m2l, or - (default: IN.m2l)."),
+        typer.Option(
+            "--output",
+            "-o",
+            metavar="OUT",
+            help="Output .m2l, or - (default: IN.m2l); a folder for several inputs.",
+        ),
     ] = None,
     model: ModelOption = None,
     device: DeviceOption = "auto",
@@ -197,22 +212,24 @@ def encode(
     force: ForceOption = False,
     quiet: QuietOption = False,
 ) -> None:
-    """Encode an audio file (wav, flac, ogg, opus, mp3, aiff...) into an .m2l container."""
+    """Encode audio files (wav, flac, ogg, opus, mp3, aiff...) into .m2l containers;
+    several inputs are batched together and go beside themselves or into the folder -o."""
     from .container_format import SUFFIX
 
-    target = output or default_output(source, SUFFIX)
+    pairs = output_pairs(sources, output, SUFFIX)
     metadata = parse_metadata(meta)
-    check_output(target, force, [source])
+    for _, target in pairs:
+        check_output(target, force, sources)
     check_runtime(device, precision)
     from .audio import audio_info
     from .files import encode_files, encode_progress_total
 
-    info = None if source == STDIO else audio_info(source)  # a bad input fails at once
+    single = sources[0] if len(sources) == 1 else None
+    info = audio_info(single) if single and single != STDIO else None  # fails at once
     codec = load_codec(model, device, precision, threads, quiet)
     started = time.monotonic()
-    total = encode_progress_total(codec, source)
+    total = known_sum(encode_progress_total(codec, source) for source in sources)
     with progress_bar("encoding", total, quiet, info.duration if info else None) as bar:
-        pairs = [(source, target)]
         progress = bar.advance if bar else None
         runs = encode_files(
             codec, pairs, metadata=metadata, batch_size=batch_size, progress=progress
@@ -221,12 +238,25 @@ def encode(
     finish(results, started, quiet)
 
 
+def known_sum(counts: Iterable[int | None]) -> int | None:
+    """The total of progress counts, None if any is unknown."""
+    listed = list(counts)
+    return None if None in listed else sum(count or 0 for count in listed)
+
+
 @app.command(short_help="Decode an .m2l container to WAV or FLAC.")
 def decode(
-    source: Annotated[str, typer.Argument(metavar="IN", help=".m2l container, or - for stdin.")],
+    sources: Annotated[
+        list[str], typer.Argument(metavar="IN...", help=".m2l containers, or - for stdin.")
+    ],
     output: Annotated[
         str | None,
-        typer.Option("--output", "-o", metavar="OUT", help="Output audio, or - (default: IN.wav)."),
+        typer.Option(
+            "--output",
+            "-o",
+            metavar="OUT",
+            help="Output audio, or - (default: IN.wav); a folder for several inputs.",
+        ),
     ] = None,
     model: ModelOption = None,
     device: DeviceOption = "auto",
@@ -238,27 +268,33 @@ def decode(
     sample_rate: RateOption = None,
     format_name: FormatOption = None,
     subtype: SubtypeOption = None,
+    start: StartOption = 0.0,
+    duration: DurationOption = None,
     force: ForceOption = False,
     quiet: QuietOption = False,
 ) -> None:
     """Decode an .m2l container to WAV or FLAC, at the original sample rate and sample
-    format by default."""
+    format by default. WAV to stdout (-o -) is written as it is decoded; --start and
+    --duration decode only that range, from the chunks it needs."""
     from .container_format import read_header
 
-    target = output or default_output(source, f".{format_name or 'wav'}")
-    check_output(target, force, [source])
+    pairs = output_pairs(sources, output, f".{format_name or 'wav'}")
+    for _, target in pairs:
+        check_output(target, force, sources)
     check_runtime(device, precision)
-    header = None if source == STDIO else read_header(source)[0]  # fails at once if broken
+    single = sources[0] if len(sources) == 1 else None
+    header = read_header(single)[0] if single and single != STDIO else None  # fails at once
     from .files import decode_progress_total
 
     codec = load_codec(model, device, precision, threads, quiet)
     started = time.monotonic()
-    total = decode_progress_total(source)
+    ranged = bool(start) or duration is not None
+    total = None if ranged else known_sum(decode_progress_total(source) for source in sources)
     seconds = header["num_samples"] / header["original_sample_rate"] if header else None
-    with progress_bar("decoding", total, quiet, seconds) as bar:
+    with progress_bar("decoding", total, quiet, duration if ranged else seconds) as bar:
         runs = decode_pairs(
-            codec, [(source, target)], sigma_cond, seed, sample_rate, format_name, subtype,
-            batch_size, bar,
+            codec, pairs, sigma_cond, seed, sample_rate, format_name, subtype,
+            batch_size, bar, (start, duration) if ranged else None,
         )  # fmt: skip
         results = list(runs)
     finish(results, started, quiet)
@@ -274,9 +310,12 @@ def decode_pairs(
     subtype: str | None,
     batch_size: int,
     bar: Bar | None = None,
+    time_range: tuple[float, float | None] | None = None,
 ) -> Iterator[FileResult]:
-    """`decode_files` with the options `decode` and `batch --decode` share."""
+    """`decode_files` with the options `decode` and `batch --decode` share; only
+    `time_range` (start, duration in seconds) of each, if given."""
     from .files import decode_files
+    from .ranges import TimeRange
 
     return decode_files(
         codec,
@@ -288,6 +327,7 @@ def decode_pairs(
         subtype=subtype,
         batch_size=batch_size,
         progress=bar.advance if bar else None,
+        time_range=TimeRange(*time_range) if time_range else None,
     )
 
 
@@ -337,6 +377,105 @@ def _info_lines(path: str, header: dict, named: bool) -> list[str]:
         rows.append(("file size", f"{os.path.getsize(path)} bytes"))
     rows += [(f"meta {key}", value) for key, value in sorted(header["metadata"].items())]
     return [f"{shown(key):<14}{shown(value)}" for key, value in rows]
+
+
+@app.command(short_help="Mean and std per latent dimension of a folder's containers.")
+def stats(
+    root: Annotated[
+        str, typer.Argument(metavar="DIR", help="Folder of .m2l containers (recursive), or one.")
+    ],
+    output: Annotated[
+        str | None, typer.Option("--output", "-o", metavar="OUT", help="Write them as JSON here.")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print them as JSON.")] = False,
+    force: ForceOption = False,
+) -> None:
+    """Per-dimension mean and standard deviation of the latents of every container under
+    DIR, in one streaming pass (for normalising latents; m2l_cli.dataset.LatentStats)."""
+    if output is not None:
+        check_output(output, force, [root])
+    from .atomic import AtomicOutput
+    from .dataset import latent_stats
+
+    found = latent_stats(root).to_json()
+    text = json.dumps(found, indent=1)
+    if output is not None:
+        with AtomicOutput(output) as temporary:
+            temporary.write_text(text + "\n")
+    if as_json:
+        print_text(text)
+    elif output is None or output != STDIO:
+        rows = [
+            (str(dimension), f"{mean:+.4f}", f"{std:.4f}")
+            for dimension, (mean, std) in enumerate(zip(found["mean"], found["std"], strict=True))
+        ]
+        title = f"{found['files']} files, {found['vectors']} latent vectors"
+        print_text(table(title, ("dimension", "mean", "std"), rows, terminal_width(sys.stdout)))
+
+
+@app.command(short_help="MIR features of audio files or folders (or pooled latents).")
+def embed(
+    source: Annotated[
+        str, typer.Argument(metavar="IN", help="Audio file, .m2l container, or a folder of them.")
+    ],
+    output: Annotated[
+        str | None,
+        typer.Option(
+            "--output",
+            "-o",
+            metavar="OUT",
+            help="A .npy (a file), a .npz or a folder of .npy (a folder; default: DIR.npz).",
+        ),
+    ] = None,
+    pool: Annotated[
+        str, typer.Option(metavar="HOW", help="mean (over chunks) or none (per chunk).")
+    ] = "mean",
+    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON summary.")] = False,
+    model: ModelOption = None,
+    device: DeviceOption = "auto",
+    precision: PrecisionOption = "auto",
+    threads: ThreadsOption = None,
+    batch_size: BatchOption = DEFAULT_BATCH_SIZE,
+    force: ForceOption = False,
+    quiet: QuietOption = False,
+) -> None:
+    """The encoder's pre-bottleneck summary embeddings of audio ([channels, K x dim]
+    pooled, [channels, chunks, K, dim] with --pool none), or a container's latents
+    pooled the same way; one .npy per input (a folder's tree mirrored) or one .npz."""
+    if pool not in ("mean", "none"):
+        raise typer.BadParameter("must be mean or none", param_hint="--pool")
+    from .feature_files import embed_files, feature_inputs, plan_outputs, save_features
+
+    inputs = feature_inputs(source)
+    plan = plan_outputs(source, inputs, output)
+    plan.make_folders()
+    for target in plan.targets():
+        check_output(target, force, [str(path) for path in inputs])
+    check_runtime(device, precision)
+    needs_model = any(path.suffix.lower() != ".m2l" for path in inputs)
+    codec = load_codec(model, device, precision, threads, quiet) if needs_model else None
+    results = list(embed_files(codec, inputs, pool=pool, batch_size=batch_size))
+    for result in results:
+        if result.error:
+            error(result.error)
+    written = save_features(results, plan)
+    if as_json:
+        summary = [
+            {
+                "file": result.source,
+                "kind": result.kind,
+                "pool": pool,
+                "output": written.get(result.source),
+                "shape": list(result.features.shape) if result.features is not None else None,
+                "error": result.error,
+            }
+            for result in results
+        ]
+        print_text(json.dumps(summary, indent=1))
+    elif not quiet:
+        for target in sorted(set(written.values())):
+            note(f"wrote {shown(target)}")
+    raise typer.Exit(1 if any(result.error for result in results) else 0)
 
 
 @app.command(short_help="Encode (or decode) every file in a folder.")

@@ -1,9 +1,10 @@
 """The Python API: a loaded model plus the encode and decode loops around it.
 
-codec = Codec.load("model.safetensors")              # or Codec.load(): $M2L_MODEL, else
-latents = codec.encode(waveform, sample_rate)        # the bundled model
-latents.save("song.m2l")                             # waveform: [channels, samples]
+codec = Codec.load()                                 # $M2L_MODEL, else the bundled model
+latents = codec.encode(waveform, sample_rate)        # waveform: [channels, samples]
+latents.save("song.m2l")
 audio = codec.decode(Latents.load("song.m2l"))        # at the original rate
+features = codec.embed(waveform, sample_rate)        # MIR features, [channels, K * dim]
 """
 
 from __future__ import annotations
@@ -18,13 +19,15 @@ import torch
 
 from ._version import __version__
 from .config import ModelConfig, preset
-from .container import Latents, check_fit, check_model
+from .container import Latents, ModelInfo, check_fit, check_model
 from .decoding import DecodeJob, DecodeScheduler
 from .defaults import DEFAULT_BATCH_SIZE, DEFAULT_SIGMA_COND
 from .encoding import ArraySource, EncodedStream, EncodeJob, encode_jobs, progress_total
 from .errors import M2LError, ModelError
+from .features import pool_chunks, summary_embedder
 from .inference import ModelRunner
 from .model import Music2Latent2
+from .ranges import TimeRange, range_job
 from .runtime import AUTO, resolve_device, resolve_precision
 from .spectral import SpectralTransform
 from .weights import file_metadata, find_model, model_id_of, read_weights, serialize
@@ -67,6 +70,13 @@ class Codec:
     @property
     def config(self) -> ModelConfig:
         return self.model.config
+
+    @property
+    def model_info(self) -> ModelInfo:
+        """What latents record of this model (for `Latents.from_array`)."""
+        config = self.config
+        shape = (config.sample_rate, config.chunk_samples, config.num_latents, config.latent_dim)
+        return ModelInfo(self.model_id, self.model_name, *shape)
 
     @cached_property
     def model_id(self) -> str:
@@ -122,16 +132,38 @@ class Codec:
     ) -> Iterator[tuple[EncodeJob, Latents | M2LError]]:
         """Encodes many inputs, batching chunks across them; yields each as it finishes.
         `progress` gets the chunk-channels done (`encode_progress_total` per input)."""
-        streams = encode_jobs(
+        for stream in self._streams(jobs, self.runner.encode, batch_size, progress):
+            yield stream.job, stream.error or self._latents(stream)
+
+    def embed_jobs(
+        self,
+        jobs: Iterable[EncodeJob],
+        *,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        progress: Callable[[int], None] | None = None,
+    ) -> Iterator[tuple[EncodeJob, np.ndarray | M2LError]]:
+        """The summary embeddings of many inputs, [channels, chunks, K, dim] float32 each,
+        chunked and batched as `encode_jobs` does (the same progress units)."""
+        embedder = summary_embedder(self.runner)
+        for stream in self._streams(jobs, embedder, batch_size, progress):
+            yield stream.job, stream.error or stream.values()
+
+    def _streams(
+        self,
+        jobs: Iterable[EncodeJob],
+        network: Callable[[torch.Tensor], torch.Tensor],
+        batch_size: int,
+        progress: Callable[[int], None] | None,
+    ) -> Iterator[EncodedStream]:
+        """The encode loop over `jobs`, with `network` run on each batch of chunks."""
+        return encode_jobs(
             jobs,
             config=self.config,
             transform=self.transform,
-            encode=self.runner.encode,
+            encode=network,
             batch_size=batch_size,
             progress=progress,
         )
-        for stream in streams:
-            yield stream.job, stream.error or self._latents(stream)
 
     def _latents(self, stream: EncodedStream) -> Latents:
         assert stream.source is not None and stream.reader is not None
@@ -183,32 +215,66 @@ class Codec:
         batch_size: int = DEFAULT_BATCH_SIZE,
     ) -> Latents:
         """[channels, samples] or [samples] audio at any rate -> Latents."""
-        array = np.asarray(waveform, dtype=np.float32)
-        array = array[None] if array.ndim == 1 else array
-        if array.ndim != 2 or array.shape[1] == 0:
-            raise M2LError("waveform must be [channels, samples] with at least one sample")
-        job = EncodeJob(lambda: ArraySource(array, int(sample_rate)), "<array>", metadata or {})
+        job = _array_job(waveform, sample_rate, metadata)
         _, result = next(self.encode_jobs([job], batch_size=batch_size))
         if isinstance(result, M2LError):
             raise result
         return result
 
+    def embed(
+        self,
+        waveform: np.ndarray | torch.Tensor,
+        sample_rate: int,
+        *,
+        pool: str | None = "mean",
+        batch_size: int = DEFAULT_BATCH_SIZE,
+    ) -> np.ndarray:
+        """MIR features of [channels, samples] or [samples] audio at any rate: the
+        pre-bottleneck summary embeddings, [channels, K * dim] float32 pooled over the
+        file (`pool="mean"`), or [channels, chunks, K, dim] per chunk (`pool=None`)."""
+        job = _array_job(waveform, sample_rate)
+        _, result = next(self.embed_jobs([job], batch_size=batch_size))
+        if isinstance(result, M2LError):
+            raise result
+        return pool_chunks(result, pool)
+
     def decode(
         self,
-        latents: Latents,
+        latents: Latents | np.ndarray | torch.Tensor,
         *,
         sigma_cond: float = DEFAULT_SIGMA_COND,
         seed: int = 0,
         sample_rate: int | None = None,
+        start: float = 0.0,
+        duration: float | None = None,
         batch_size: int = DEFAULT_BATCH_SIZE,
     ) -> np.ndarray:
-        """Latents -> [channels, samples] float32 at the original rate (or `sample_rate`)."""
+        """Latents -> [channels, samples] float32 at the original rate (or `sample_rate`).
+        An array of latent values ([chunks, K, D] or [channels, chunks, K, D], a
+        generative model's output) decodes as `Latents.from_array(values, codec)`: every
+        chunk whole, at the model's rate. With `start` or `duration` (seconds), only that
+        range is decoded (`ranges`)."""
+        if not isinstance(latents, Latents):
+            latents = Latents.from_array(latents, self)
         self.check_latents(latents)
         blocks: list[np.ndarray] = []
         job = DecodeJob(latents, blocks.append, "<latents>", sample_rate, seed)
+        if start or duration is not None:
+            job = range_job(job, TimeRange(start, duration), self.config)
         for _, error in self.decode_jobs([job], sigma_cond=sigma_cond, batch_size=batch_size):
             if error is not None:
                 raise error
         if not blocks:
             return np.zeros((latents.channels, 0), np.float32)
         return np.concatenate(blocks, axis=1)
+
+
+def _array_job(
+    waveform: np.ndarray | torch.Tensor, sample_rate: int, metadata: dict[str, str] | None = None
+) -> EncodeJob:
+    """An encode job reading [channels, samples] or [samples] audio from memory."""
+    array = np.asarray(waveform, dtype=np.float32)
+    array = array[None] if array.ndim == 1 else array
+    if array.ndim != 2 or array.shape[1] == 0:
+        raise M2LError("waveform must be [channels, samples] with at least one sample")
+    return EncodeJob(lambda: ArraySource(array, int(sample_rate)), "<array>", metadata or {})

@@ -13,7 +13,7 @@ from __future__ import annotations
 import io
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Protocol
 
 import numpy as np
 
@@ -27,6 +27,7 @@ from m2l_cli.container_format import (
     container_bytes,
     container_size,
     expected_chunks,
+    header_problem,
     metadata_problem,
     read_container,
     read_header,
@@ -41,6 +42,7 @@ __all__ = [
     "PAYLOAD_DTYPE",
     "SUFFIX",
     "Latents",
+    "ModelInfo",
     "check_fit",
     "check_model",
     "container_size",
@@ -49,6 +51,25 @@ __all__ = [
     "read_header",
     "verify",
 ]
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What latents record of the model that makes and decodes them."""
+
+    model_id: str
+    model_name: str
+    sample_rate: int
+    chunk_samples: int
+    num_latents: int
+    latent_dim: int
+
+
+class HasModelInfo(Protocol):
+    """A codec, or latents it made: what `Latents.from_array` takes the model from."""
+
+    @property
+    def model_info(self) -> ModelInfo: ...
 
 
 @dataclass
@@ -99,6 +120,57 @@ class Latents:
     def duration(self) -> float:
         """Length of the audio in seconds, at the original rate."""
         return self.num_samples / self.original_sample_rate
+
+    @property
+    def model_info(self) -> ModelInfo:
+        """The model these latents are for."""
+        shape = (self.sample_rate, self.chunk_samples, self.num_latents, self.latent_dim)
+        return ModelInfo(self.model_id, self.model_name, *shape)
+
+    def chunk_values(self, start: int, stop: int) -> np.ndarray:
+        """The values of chunks [start, stop): [channels, stop - start, K, d_lat]."""
+        return self.values[:, start:stop]
+
+    @classmethod
+    def from_array(
+        cls,
+        values: object,
+        model: ModelInfo | HasModelInfo,
+        *,
+        sample_rate: int | None = None,
+        num_samples: int | None = None,
+        metadata: dict[str, str] | None = None,
+    ) -> Latents:
+        """Latents for values made elsewhere (a generative model's output), ready to
+        decode or save: [chunks, K, d_lat] for one channel or [channels, chunks, K, d_lat],
+        any float type (numpy, a CPU tensor, nested lists), for the model that `model`
+        describes (a Codec, latents it made, or its ModelInfo). The audio is `sample_rate`
+        Hz (default: the model's) and `num_samples` long (default: every chunk whole).
+        ValueError when the values do not fit the model or the length."""
+        info = model if isinstance(model, ModelInfo) else model.model_info
+        array = _as_latent_array(values, info)
+        rate = sample_rate or info.sample_rate
+        chunks = array.shape[1]
+        if num_samples is None:
+            model_num_samples = chunks * info.chunk_samples
+            num_samples = round(model_num_samples * rate / info.sample_rate)
+        else:
+            model_num_samples = round(num_samples * info.sample_rate / rate)
+        latents = cls(
+            values=array,
+            model_id=info.model_id,
+            model_name=info.model_name,
+            sample_rate=info.sample_rate,
+            original_sample_rate=rate,
+            num_samples=num_samples,
+            model_num_samples=model_num_samples,
+            chunk_samples=info.chunk_samples,
+            metadata=dict(metadata or {}),
+        )
+        problem = header_problem(latents.header())
+        if problem:
+            raise ValueError(f"cannot make latents: {problem}")
+        return latents
 
     def header(self) -> dict:
         """The JSON header describing these latents."""
@@ -180,3 +252,22 @@ class Latents:
         for another model is refused before its payload is read."""
         header, payload = read_container(source, expected_model_id, model)
         return cls.from_header(header, payload)
+
+
+def _as_latent_array(values: object, info: ModelInfo) -> np.ndarray:
+    """`values` as finite float16 [channels, chunks, K, d_lat] for the model `info`."""
+    if hasattr(values, "detach"):  # a torch tensor, perhaps on a GPU or needing grad
+        values = values.detach().cpu()
+    array = np.asarray(values, dtype=np.float32)
+    array = array[None] if array.ndim == 3 else array
+    wanted = (info.num_latents, info.latent_dim)
+    if array.ndim != 4 or array.shape[2:] != wanted:
+        raise ValueError(
+            f"latent values must be [chunks, {wanted[0]}, {wanted[1]}] or "
+            f"[channels, chunks, {wanted[0]}, {wanted[1]}] for this model, "
+            f"got shape {array.shape}"
+        )
+    half = array.astype(np.float16)
+    if not np.isfinite(half).all():
+        raise ValueError("latent values must be finite numbers within float16's range")
+    return half

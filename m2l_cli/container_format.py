@@ -80,7 +80,7 @@ def expected_chunks(model_num_samples: int, chunk_samples: int) -> int:
     return -(-model_num_samples // chunk_samples)
 
 
-def _problem(header: object) -> str | None:
+def header_problem(header: object) -> str | None:
     """Describe the first thing wrong with a header dict; None if it is valid."""
     if not isinstance(header, dict):
         return "header is not a JSON object"
@@ -231,7 +231,7 @@ def _parse_header(raw: bytes, name: str) -> dict:
     except (ValueError, RecursionError) as error:  # JSONDecodeError and UnicodeError too
         reason = "nested too deeply" if isinstance(error, RecursionError) else error
         raise ContainerError(f"{name}: header is not valid UTF-8 JSON ({reason})") from None
-    problem = _problem(header)
+    problem = header_problem(header)
     if problem:
         raise ContainerError(f"{name}: {problem}")
     return header
@@ -359,12 +359,18 @@ class _Reader:
             f"bytes (header announces a {self.size}-byte container{found})"
         )
 
-    def payload(self) -> Iterator[bytes]:
-        """Yields the payload in blocks; raises at the end if it is short, followed by
-        more data, or fails its checksum."""
+    @property
+    def chunk_bytes(self) -> int:
+        """The bytes of one chunk, all its channels."""
+        header = self.header
+        return header["channels"] * header["num_latents"] * header["latent_dim"] * VALUE_BYTES
+
+    def payload(self, block_bytes: int = BLOCK_BYTES) -> Iterator[bytes]:
+        """Yields the payload in blocks of `block_bytes` (the last may be shorter);
+        raises at the end if it is short, followed by more data, or fails its checksum."""
         left, crc, found = self.payload_bytes, 0, 0
         while left:
-            block = self.stream.read(min(left, BLOCK_BYTES))
+            block = read_up_to(self.stream, min(left, block_bytes))
             if not block:
                 raise self._truncated(found)
             crc = zlib.crc32(block, crc)
@@ -421,16 +427,70 @@ def _read(
 def _verify(
     reader: _Reader, expected_model_id: str | None, model: ModelConfig | None, keep: bool
 ) -> tuple[dict, bytes]:
+    header, _ = _start(reader, expected_model_id, model)
+    blocks = [block for block in reader.payload() if keep]
+    return header, b"".join(blocks)
+
+
+def _start(
+    reader: _Reader, expected_model_id: str | None, model: ModelConfig | None
+) -> tuple[dict, int]:
+    """Reads the header and checks all that can be checked before the payload: the
+    model, and the file's size when it is a regular file. Returns the header and the
+    payload's offset."""
     size = _regular_size(reader.stream)
-    header, _ = reader.read_header()
+    header, offset = reader.read_header()
     if expected_model_id is not None:
         check_model(reader.name, header["model_id"], header["model_name"], expected_model_id)
     if model is not None:
         check_fit(reader.name, header, model)
     if size is not None:
         reader.check_size(size)
-    blocks = [block for block in reader.payload() if keep]
-    return header, b"".join(blocks)
+    return header, offset
+
+
+def read_chunks(
+    source: str | Path | BinaryIO,
+    expected_model_id: str | None = None,
+    model: ModelConfig | None = None,
+    chunks_per_block: int = 1,
+) -> tuple[dict, Iterator[bytes]]:
+    """A container read as it arrives: the header, checked as `read_container` checks
+    it, and then the payload in blocks of `chunks_per_block` whole chunks (the last
+    block may hold fewer). The payload's checksum and the end of the container are
+    checked after the last block, so a stream's corruption is found only there."""
+    name = _source_name(source)
+    owned = isinstance(source, (str, Path))
+    stream = _open_for_read(Path(source)) if isinstance(source, (str, Path)) else source
+    try:
+        reader = _Reader(stream, name)
+        header, _ = _start(reader, expected_model_id, model)
+    except BaseException:
+        if owned:
+            stream.close()
+        raise
+    return header, _blocks(reader, reader.chunk_bytes * max(chunks_per_block, 1), owned)
+
+
+def _blocks(reader: _Reader, block_bytes: int, owned: bool) -> Iterator[bytes]:
+    """The payload's blocks; the stream is closed at the end when it is ours."""
+    try:
+        yield from reader.payload(block_bytes)
+    finally:
+        if owned:
+            reader.stream.close()
+
+
+def payload_offset(
+    path: str | Path, expected_model_id: str | None = None, model: ModelConfig | None = None
+) -> tuple[dict, int]:
+    """A container file's checked header and where its payload starts, once the file's
+    size is the one the header announces: for reading chunks in place (a memory map).
+    The payload itself is not read, so its checksum is not checked."""
+    with _open_for_read(Path(path)) as stream:
+        if _regular_size(stream) is None:
+            raise ContainerError(f"{path}: not a regular file")
+        return _start(_Reader(stream, str(path)), expected_model_id, model)
 
 
 def read_container(
@@ -444,7 +504,7 @@ def read_container(
 
 def container_bytes(header: dict, payload: bytes) -> bytes:
     """A container of the current version: header (checked) and payload, checksummed."""
-    problem = _problem(header)
+    problem = header_problem(header)
     if problem:
         raise ValueError(f"cannot write latents: {problem}")
     raw = json.dumps(header, sort_keys=True, separators=(",", ":"), ensure_ascii=False)

@@ -15,12 +15,12 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from enum import Enum
+from typing import Protocol
 
 import numpy as np
 import torch
 
 from .config import ModelConfig
-from .container import Latents
 from .errors import M2LError
 from .resampling import Resampler
 from .spectral import OverlapAdd, SpectralTransform
@@ -48,11 +48,35 @@ def progress_total(channels: int, chunks: int) -> int:
     return channels * steps_per_stream(chunks)
 
 
+class DecodableLatents(Protocol):
+    """What the loop reads of a container: `container.Latents`, or one still arriving
+    (`container_stream.StreamedLatents`), whose chunks are asked for in time order."""
+
+    @property
+    def channels(self) -> int: ...
+
+    @property
+    def chunks(self) -> int: ...
+
+    @property
+    def num_samples(self) -> int: ...
+
+    @property
+    def model_num_samples(self) -> int: ...
+
+    @property
+    def original_sample_rate(self) -> int: ...
+
+    def chunk_values(self, start: int, stop: int) -> np.ndarray:
+        """[channels, stop - start, K, D] values of chunks [start, stop)."""
+        ...
+
+
 @dataclass(eq=False)
 class DecodeJob:
     """One container to decode; `write` receives [channels, n] float32 blocks in order."""
 
-    latents: Latents
+    latents: DecodableLatents
     write: Callable[[np.ndarray], None]
     name: str
     output_rate: int | None = None
@@ -89,7 +113,6 @@ class StreamState:
     """A file being decoded: its step, cached decoder features and noise generator."""
 
     job: DecodeJob
-    latents: torch.Tensor  # [channels, chunks, K, D]
     generator: torch.Generator
     overlap_add: OverlapAdd
     output: OutputWriter
@@ -99,11 +122,16 @@ class StreamState:
 
     @property
     def channels(self) -> int:
-        return self.latents.shape[0]
+        return self.job.latents.channels
 
     @property
     def chunks(self) -> int:
-        return self.latents.shape[1]
+        return self.job.latents.chunks
+
+    def values(self, span: range) -> torch.Tensor:
+        """The latents of the chunks in `span`, float32 [channels, len(span), K, D]."""
+        values = self.job.latents.chunk_values(span.start, span.stop)
+        return torch.from_numpy(values.astype(np.float32))
 
     @property
     def done(self) -> bool:
@@ -148,7 +176,6 @@ class DecodeScheduler:
         generator = torch.Generator().manual_seed(job.seed)
         return StreamState(
             job=job,
-            latents=torch.from_numpy(job.latents.values.astype(np.float32)),
             generator=generator,
             overlap_add=OverlapAdd(self.transform, (job.latents.channels,)),
             output=OutputWriter(job, self.config.sample_rate),
@@ -214,7 +241,7 @@ class DecodeScheduler:
         if not wanted:
             return
         latents = torch.cat(
-            [state.latents[:, span].transpose(0, 1).flatten(0, 1) for state, span in wanted]
+            [state.values(span).transpose(0, 1).flatten(0, 1) for state, span in wanted]
         )
         features = self.decode_features(latents)
         offset = 0

@@ -12,18 +12,22 @@ from .audio import (
     AudioSink,
     AudioSource,
     OutputFormat,
+    WavStream,
     audio_info,
     output_format,
     restored_subtype,
+    streams_as_wav,
 )
 from .codec import Codec
 from .container import Latents, read_header
+from .container_stream import StreamedLatents
 from .decoding import DecodeJob, progress_total
 from .defaults import DEFAULT_BATCH_SIZE, DEFAULT_SIGMA_COND
 from .encoding import EncodeJob
 from .errors import M2LError
 from .paths import STDIO
-from .stdio import stdin
+from .ranges import TimeRange, output_span, range_job
+from .stdio import stdin, write_stdout
 
 Pairs = list[tuple[str, str]]
 
@@ -115,22 +119,28 @@ def write_container(latents: Latents, target: str) -> int:
 @dataclass(eq=False)
 class DecodeTarget:
     """A decode output: its result, and once opened, the temporary file being written
-    and its sink. Registered before it is opened, so an interrupt leaves nothing."""
+    and its sink. Registered before it is opened, so an interrupt leaves nothing.
+    WAV for stdout is streamed instead: written as it is decoded, with no file."""
 
     result: FileResult
     output: AtomicOutput | None = None
-    sink: AudioSink | None = None
+    sink: AudioSink | WavStream | None = None
 
     def open(
-        self, latents: Latents, file_format: OutputFormat, subtype: str | None, rate: int
-    ) -> AudioSink:
-        """Creates the temporary file and the sink writing into it."""
+        self, channels: int, file_format: OutputFormat, subtype: str | None, rate: int, frames: int
+    ) -> AudioSink | WavStream:
+        """Creates the temporary file and the sink writing into it (or the stream)."""
         target = self.result.target
+        if target == STDIO and streams_as_wav(file_format, subtype):
+            self.sink = WavStream(
+                write_stdout, sample_rate=rate, channels=channels, frames=frames, subtype=subtype
+            )
+            return self.sink
         self.output = AtomicOutput(target)
         self.sink = AudioSink(
             self.output.path,
             sample_rate=rate,
-            channels=latents.channels,
+            channels=channels,
             file_format=file_format,
             subtype=subtype,
             name=target,
@@ -143,8 +153,12 @@ class DecodeTarget:
             self.result.error = str(error)
             self.abandon()
             return self.result
-        assert self.sink is not None and self.output is not None
+        assert self.sink is not None
         self.sink.close()
+        if isinstance(self.sink, WavStream):
+            self.result.size = self.sink.size
+            return self.result
+        assert self.output is not None
         self.result.size = self.output.path.stat().st_size
         self.output.commit()
         return self.result
@@ -168,8 +182,11 @@ def decode_files(
     subtype: str | None = None,
     batch_size: int = DEFAULT_BATCH_SIZE,
     progress: Callable[[int], None] | None = None,
+    time_range: TimeRange | None = None,
 ) -> Iterator[FileResult]:
-    """Decodes (container, output) pairs, stepping many files together."""
+    """Decodes (container, output) pairs, stepping many files together; only
+    `time_range` of each, if given (`ranges`). A container on stdin is decoded as it
+    arrives, and WAV for stdout is written as it is decoded."""
     failures: list[FileResult] = []
     unfinished: list[DecodeTarget] = []
     by_job: dict[int, DecodeTarget] = {}
@@ -179,19 +196,22 @@ def decode_files(
             opened = DecodeTarget(FileResult(source, target))
             unfinished.append(opened)
             try:
-                latents = load_latents(codec, source)
+                latents = load_latents(codec, source, streamed=time_range is None)
                 file_format = output_format(target, format_name)
                 rate = sample_rate or latents.original_sample_rate
+                first, stop = output_span(latents, source, time_range or TimeRange(), rate)
                 chosen = subtype or restored_subtype(latents.sample_format, file_format)
-                sink = opened.open(latents, file_format, chosen, rate)
+                sink = opened.open(latents.channels, file_format, chosen, rate, stop - first)
             except (M2LError, OSError) as error:
                 opened.abandon()
                 unfinished.remove(opened)
                 failures.append(FileResult(source, target, error=_message(source, error)))
                 continue
-            opened.result.seconds = latents.duration
+            opened.result.seconds = (stop - first) / rate
             opened.result.channels = latents.channels
             job = DecodeJob(latents, sink.write, source, sample_rate, seed)
+            if time_range is not None:
+                job = range_job(job, time_range, codec.config)
             by_job[id(job)] = opened
             yield job
 
@@ -211,9 +231,12 @@ def decode_files(
             opened.abandon()
 
 
-def load_latents(codec: Codec, source: str) -> Latents:
+def load_latents(codec: Codec, source: str, streamed: bool = False) -> Latents | StreamedLatents:
     """The container at `source` (or stdin), refused unless it is the codec's model's
-    and fits its shapes; checked before its payload is read."""
+    and fits its shapes; checked before its payload is read. With `streamed`, stdin is
+    read as the decoder goes (its checksum checked at the end); files are read whole."""
+    if source == STDIO and streamed:
+        return StreamedLatents.open(stdin(), codec.model_id, codec.config)
     stream = stdin() if source == STDIO else Path(source)
     return Latents.load(stream, expected_model_id=codec.model_id, model=codec.config)
 

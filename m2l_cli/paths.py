@@ -75,3 +75,28 @@ def find_files(folder: str | Path, suffixes: Collection[str]) -> list[Path]:
         and not path.name.startswith(TEMPORARY_PREFIX)
         and path.is_file()
     )
+
+
+def output_pairs(sources: list[str], output: str | None, suffix: str) -> list[tuple[str, str]]:
+    """(input, output) pairs for a command given several inputs: one input goes to
+    `output` (default: IN + `suffix`); several go beside themselves, or into the folder
+    `output` as their name + `suffix`. Stdin can only be the one input, and two inputs
+    that would share an output are refused."""
+    if len(sources) == 1:
+        return [(sources[0], output or default_output(sources[0], suffix))]
+    if STDIO in sources:
+        raise M2LError("- (stdin) can only be given alone")
+    if output is None:
+        targets = [default_output(source, suffix) for source in sources]
+    elif output == STDIO:
+        raise M2LError("several inputs cannot go to stdout: give a folder with -o")
+    else:
+        folder = check_folder(output)
+        targets = [str(folder / (Path(source).name + suffix)) for source in sources]
+    first_with: dict[str, str] = {}
+    for source, target in zip(sources, targets, strict=True):
+        key = os.path.normcase(os.path.abspath(target))
+        if key in first_with:
+            raise M2LError(f"{first_with[key]} and {source} would both be written to {target}")
+        first_with[key] = source
+    return list(zip(sources, targets, strict=True))

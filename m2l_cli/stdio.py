@@ -60,6 +60,12 @@ def writing_stdout() -> Iterator[BinaryIO]:
         raise M2LError(f"cannot write to stdout ({error.strerror or error})") from None
 
 
+def write_stdout(data: bytes) -> None:
+    """Writes `data` to stdout and flushes it, for output that streams as it is made."""
+    with writing_stdout() as stream:
+        stream.write(data)
+
+
 def copy_to_stdout(source: BinaryIO) -> None:
     """Copies a binary stream to stdout."""
     with writing_stdout() as stream:

@@ -352,7 +352,7 @@ def test_a_batch_names_every_entry_it_does_not_code(workdir: Path) -> None:
 # Command-line conventions.
 def test_usage_errors_are_one_line_with_exit_2(workdir: Path) -> None:
     for arguments, words in [
-        (("encode",), ["Missing argument 'IN'", "m2l encode --help"]),
+        (("encode",), ["Missing argument 'IN", "m2l encode --help"]),
         (("encode", "song.wav", "--bogus"), ["No such option: --bogus"]),
         (("encode", "song.wav", "-o", "x.m2l", "--device", "quantum"), ["--device", "unknown"]),
         (("decode", "song.wav.m2l", "--device", "cuda:7"), ["--device", "not available"]),

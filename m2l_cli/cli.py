@@ -386,6 +386,8 @@ def batch(
     metadata = parse_metadata(meta)
     if engine not in ("local", "ray"):
         raise typer.BadParameter(f"{shown(engine)!r} is not local or ray", param_hint="--engine")
+    if engine == "local" and (ray_address or actors or gpus_per_actor):
+        raise typer.BadParameter("needs --engine ray", param_hint="--ray-address/--actors/--gpus")
     if engine == "local" or not gpus_per_actor:  # GPU workers may see devices we do not
         check_runtime(device, precision)
     if engine == "ray":

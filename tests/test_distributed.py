@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile
-from commands import m2l
+from commands import assert_one_line_error, m2l
 
 from m2l_cli import Codec
 from m2l_cli.atomic import HOST, SUFFIX
@@ -75,11 +75,23 @@ def tree(folder: Path) -> dict[str, bytes]:
     return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
 
 
-def test_without_ray_the_engine_says_how_to_install_it(monkeypatch):
+def test_without_ray_the_engine_says_how_to_install_it(monkeypatch, music, tmp_path):
     monkeypatch.setitem(sys.modules, "ray", None)
     with pytest.raises(M2LError, match=r"pip install 'm2l_cli\[ray\]'") as raised:
         import_ray()
     assert str(raised.value) == INSTALL_HINT
+    hidden = tmp_path / "no-ray" / "ray"
+    hidden.mkdir(parents=True)
+    (hidden / "__init__.py").write_text("raise ImportError('no ray here')\n")
+    monkeypatch.setenv("PYTHONPATH", str(hidden.parent))
+    result = m2l("batch", "music", "--engine", "ray", cwd=tmp_path, model=None)
+    assert_one_line_error(result, "--engine ray needs Ray: pip install 'm2l_cli[ray]'")
+    assert not list(music.rglob("*.m2l"))
+
+
+def test_ray_options_need_the_ray_engine(music, tmp_path):
+    result = m2l("batch", "music", "--actors", "2", cwd=tmp_path, model=None)
+    assert result.returncode == 2 and b"needs --engine ray" in result.stderr
 
 
 def test_ray_writes_the_local_engines_containers_byte_for_byte_and_a_rerun_resumes(

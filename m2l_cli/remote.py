@@ -89,7 +89,7 @@ def plan(
         elif not name.startswith(TEMPORARY_PREFIX):
             result.others[Path(name).suffix.lower() or "(none)"] += 1
     existing = _existing(output_dir or folder)
-    prepare = None if output_dir is None or not is_uri(output_dir) else _no_folders
+    prepare = _no_folders if is_uri(output_dir or folder) else None
     sort_outputs(result, planned, exists=existing.__contains__, force=force, prepare=prepare)
     return result
 

@@ -174,3 +174,25 @@ def test_the_command_decodes_on_a_ray_cluster_as_the_local_engine_does(
         ours, _ = soundfile.read(path)
         theirs, _ = soundfile.read(tmp_path / "local" / path.relative_to(tmp_path / "ray"))
         np.testing.assert_allclose(ours, theirs, rtol=0, atol=1e-3)
+
+
+def test_a_uri_plan_is_the_local_plan_with_uris(music, tmp_path, monkeypatch):
+    pytest.importorskip("pyarrow", reason="pyarrow is not installed")
+    (music / "album" / "old.wav.m2l.wav").write_bytes(b"decoded before")
+    (music / "album" / "song.m4a").write_bytes(b"aac")
+    (music / "folder.wav").mkdir()
+    (music / ".m2l-abc-1-x.part").write_bytes(b"ours")
+    (music / "cover.jpg").write_bytes(b"jpg")
+    (music / "a.wav.m2l").write_bytes(b"exists")
+    monkeypatch.chdir(tmp_path)
+    local = plan_batch(music)
+    uri = music.as_uri()
+
+    def as_uris(entries: list) -> list:
+        return sorted(tuple(str(x).replace(str(music), uri) for x in entry) for entry in entries)
+
+    remote = plan(uri)
+    assert sorted(remote.pairs) == as_uris(local.pairs) and remote.pairs
+    assert sorted(remote.skipped) == as_uris(local.skipped) and len(remote.skipped) == 4
+    assert remote.others == local.others and remote.failed == local.failed == []
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["music"]  # no local folders

@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import socket
 import tempfile
 from collections import deque
 from collections.abc import Iterator
@@ -47,6 +48,7 @@ TASKS_PER_ACTOR = 4
 """Groups per actor when the files are split: enough to even out unequal files."""
 MAX_GROUP_FILES = 16
 IN_FLIGHT = 2
+CONNECT_SECONDS = 10.0
 """Groups queued at each actor, so it starts the next as soon as one is done."""
 
 
@@ -143,6 +145,7 @@ def ray_session(ray: ModuleType, address: str | None) -> Iterator[None]:
     if ray.is_initialized():
         yield
         return
+    check_address(address or os.environ.get("RAY_ADDRESS"))
     try:
         ray.init(
             address=address,
@@ -157,6 +160,18 @@ def ray_session(ray: ModuleType, address: str | None) -> Iterator[None]:
         yield
     finally:
         ray.shutdown()
+
+
+def check_address(address: str | None) -> None:
+    """Refuses a cluster address (host:port) where nothing answers, within seconds:
+    Ray itself retries for minutes. Other forms (`auto`, `ray://...`) are Ray's to check."""
+    host, separator, port = (address or "").rpartition(":")
+    if not host or not separator or not port.isdigit() or "://" in host:
+        return
+    try:
+        socket.create_connection((host, int(port)), timeout=CONNECT_SECONDS).close()
+    except OSError as error:
+        raise M2LError(f"cannot reach Ray at {address} ({error.strerror or error})") from None
 
 
 Group = list[tuple[str, str]]

@@ -14,7 +14,7 @@ from commands import assert_one_line_error, m2l
 from m2l_cli import Codec
 from m2l_cli.atomic import HOST, SUFFIX
 from m2l_cli.batch import plan_batch
-from m2l_cli.distributed import INSTALL_HINT, Workers, batch, import_ray
+from m2l_cli.distributed import INSTALL_HINT, Workers, batch, check_address, import_ray
 from m2l_cli.errors import M2LError
 from m2l_cli.files import decode_files, encode_files
 from m2l_cli.paths import TEMPORARY_PREFIX
@@ -87,6 +87,13 @@ def test_without_ray_the_engine_says_how_to_install_it(monkeypatch, music, tmp_p
     result = m2l("batch", "music", "--engine", "ray", cwd=tmp_path, model=None)
     assert_one_line_error(result, "--engine ray needs Ray: pip install 'm2l_cli[ray]'")
     assert not list(music.rglob("*.m2l"))
+
+
+def test_a_ray_address_where_nothing_answers_fails_at_once():
+    with pytest.raises(M2LError, match=r"^cannot reach Ray at 127\.0\.0\.1:1 \("):
+        check_address("127.0.0.1:1")
+    check_address(None)
+    check_address("auto")
 
 
 def test_ray_options_need_the_ray_engine(music, tmp_path):

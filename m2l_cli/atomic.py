@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import secrets
 import socket
 import stat
 import tempfile
@@ -38,8 +39,7 @@ class AtomicOutput:
         self.target = str(target)
         folder = Path(tempfile.gettempdir()) if self.target == STDIO else Path(target).parent
         remove_orphans(folder)
-        prefix = f"{TEMPORARY_PREFIX}{HOST}-{os.getpid()}-"
-        handle, name = tempfile.mkstemp(prefix=prefix, suffix=SUFFIX, dir=folder)
+        handle, name = tempfile.mkstemp(prefix=_temporary_prefix(), suffix=SUFFIX, dir=folder)
         try:
             os.close(handle)
             self.path = Path(name)
@@ -73,6 +73,16 @@ class AtomicOutput:
             self.commit()
         else:
             self.discard()
+
+
+def temporary_name() -> str:
+    """A new temporary name of ours for a file made through another filesystem than
+    this one (an object store): `.m2l-<host>-<pid>-<random>.part`."""
+    return f"{_temporary_prefix()}{secrets.token_hex(4)}{SUFFIX}"
+
+
+def _temporary_prefix() -> str:
+    return f"{TEMPORARY_PREFIX}{HOST}-{os.getpid()}-"
 
 
 def remove_orphans(folder: str | Path) -> list[str]:

@@ -10,6 +10,7 @@ import os
 import stat
 import unicodedata
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -46,23 +47,47 @@ def plan_batch(
         unless `force`; decoded outputs (`x.m2l.wav`) are never encoded again; inputs whose
     outputs would share a name (in any case) are refused."""
     root = check_folder(folder)
-    suffix = OutputFormat.parse(format_name).suffix if decode else CONTAINER_SUFFIX
+    suffix = output_suffix(decode, format_name)
     if output_dir is not None:
         _make_folder(Path(output_dir))
     plan = BatchPlan()
     planned = []
-    for path in _inputs(root, plan, {CONTAINER_SUFFIX} if decode else AUDIO_SUFFIXES, decode):
+    for path in _inputs(root, plan, input_suffixes(decode), decode):
         base = Path(output_dir) / path.relative_to(root) if output_dir else path
         planned.append((str(path), default_output(str(base), suffix)))
+    sort_outputs(plan, planned, exists=lambda target: Path(target).exists(), force=force)
+    return plan
+
+
+def input_suffixes(decode: bool) -> frozenset[str]:
+    """The suffixes of the files a batch codes: audio, or containers with `decode`."""
+    return frozenset({CONTAINER_SUFFIX}) if decode else AUDIO_SUFFIXES
+
+
+def output_suffix(decode: bool, format_name: str) -> str:
+    """What a batch appends to an input's name: `.m2l`, or `.wav`/`.flac` with `decode`."""
+    return OutputFormat.parse(format_name).suffix if decode else CONTAINER_SUFFIX
+
+
+def sort_outputs(
+    plan: BatchPlan,
+    planned: list[tuple[str, str]],
+    *,
+    exists: Callable[[str], bool],
+    force: bool,
+    prepare: Callable[[str], None] | None = None,
+) -> None:
+    """Puts each (input, output) pair into `plan`: refused when another input has the
+    same output (in any case), skipped when its output `exists` (unless `force`), else
+    to run once `prepare` (default: make its output's folder) succeeds."""
     shared = Counter(_folded(target) for _, target in planned)
     for source, target in planned:
         if shared[_folded(target)] > 1:
             plan.failed.append((source, f"another input has the same output {target}"))
-        elif Path(target).exists() and not force:
+        elif not force and exists(target):
             plan.skipped.append((source, "output exists (use --force)"))
         else:
-            _add(plan, source, target)
-    return plan
+            _add(plan, source, target, prepare or _make_parent)
 
 
 def _folded(path: str) -> str:
@@ -71,13 +96,17 @@ def _folded(path: str) -> str:
     return unicodedata.normalize("NFC", path).casefold()
 
 
-def _add(plan: BatchPlan, source: str, target: str) -> None:
+def _add(plan: BatchPlan, source: str, target: str, prepare: Callable[[str], None]) -> None:
     try:
-        _make_folder(Path(target).parent)
+        prepare(target)
     except M2LError as error:
         plan.failed.append((source, str(error)))
         return
     plan.pairs.append((source, target))
+
+
+def _make_parent(target: str) -> None:
+    _make_folder(Path(target).parent)
 
 
 def _make_folder(folder: Path) -> None:
@@ -121,20 +150,28 @@ def _folder_entry(path: Path, plan: BatchPlan, suffixes: frozenset[str] | set[st
 def _file_problem(path: Path, suffixes: frozenset[str] | set[str], decode: bool) -> str | None:
     """None for a file to code; else why not ('' for a file that is no concern of
     this run: not audio, or our own temporary file)."""
-    suffix = path.suffix.lower()
-    if path.name.startswith(TEMPORARY_PREFIX):
-        return ""
-    if suffix not in suffixes:
-        if not decode and suffix in UNREADABLE_AUDIO_SUFFIXES:
-            return f"{suffix} is not a format m2l reads (convert it to FLAC or WAV)"
-        return ""
+    problem = name_problem(path.name, suffixes, decode)
+    if problem is not None:
+        return problem
     try:
         status = path.stat()
     except OSError as error:
         return _link_problem(error)
     if not stat.S_ISREG(status.st_mode):
         return "not a regular file"
-    if not decode and is_decoded_output(path):
+    return None
+
+
+def name_problem(name: str, suffixes: frozenset[str] | set[str], decode: bool) -> str | None:
+    """What a file's name alone says (as `_file_problem`): None for a name to code."""
+    suffix = Path(name).suffix.lower()
+    if name.startswith(TEMPORARY_PREFIX):
+        return ""
+    if suffix not in suffixes:
+        if not decode and suffix in UNREADABLE_AUDIO_SUFFIXES:
+            return f"{suffix} is not a format m2l reads (convert it to FLAC or WAV)"
+        return ""
+    if not decode and is_decoded_output(name):
         return "decoded by m2l (encode it by name if you mean to)"
     return None
 

@@ -13,7 +13,7 @@ import sys
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 
@@ -480,12 +480,14 @@ def embed(
 
 @app.command(short_help="Encode (or decode) every file in a folder.")
 def batch(
-    folder: Annotated[Path, typer.Argument(metavar="DIR", help="Folder to process, recursively.")],
+    folder: Annotated[
+        str, typer.Argument(metavar="DIR", help="Folder to process, recursively (ray: or a URI).")
+    ],
     decode_mode: Annotated[
         bool, typer.Option("--decode", help="Decode .m2l files (to NAME.m2l.wav).")
     ] = False,
     output_dir: Annotated[
-        Path | None,
+        str | None,
         typer.Option("--output-dir", metavar="DIR", help="Mirror the tree here (default: beside)."),
     ] = None,
     model: ModelOption = None,
@@ -501,14 +503,58 @@ def batch(
     meta: MetaOption = None,
     force: ForceOption = False,
     quiet: QuietOption = False,
+    engine: Annotated[
+        str, typer.Option(metavar="NAME", help="local, or ray (a Ray cluster; URIs allowed).")
+    ] = "local",
+    ray_address: Annotated[
+        str | None, typer.Option(metavar="ADDR", help="ray: cluster to join (default: local).")
+    ] = None,
+    actors: Annotated[
+        int | None, typer.Option(min=1, metavar="N", help="ray: workers (default: per CPU/GPU).")
+    ] = None,
+    gpus_per_actor: Annotated[
+        float, typer.Option(min=0.0, metavar="F", help="ray: GPUs per worker (0: CPU).")
+    ] = 0.0,
 ) -> None:
     """Encode every audio file in a folder (or decode every .m2l with --decode). Every
-    entry not coded is reported with the reason."""
+    entry not coded is reported with the reason. With --engine ray, the files are coded
+    by Ray workers (--threads: each worker's), read and written through pyarrow."""
     from .batch import plan_batch
     from .files import encode_files
 
     metadata = parse_metadata(meta)
-    check_runtime(device, precision)
+    if engine not in ("local", "ray"):
+        raise typer.BadParameter(f"{shown(engine)!r} is not local or ray", param_hint="--engine")
+    if engine == "local" and (ray_address or actors or gpus_per_actor):
+        raise typer.BadParameter("needs --engine ray", param_hint="--ray-address/--actors/--gpus")
+    if engine == "local" or not gpus_per_actor:  # GPU workers may see devices we do not
+        check_runtime(device, precision)
+    if engine == "ray":
+        from .distributed import Coding, Workers
+        from .distributed import batch as ray_batch
+
+        coding = Coding(
+            decode=decode_mode,
+            batch_size=batch_size,
+            metadata=metadata,
+            sigma_cond=sigma_cond,
+            seed=seed,
+            sample_rate=sample_rate,
+            format_name=format_name,
+            subtype=subtype,
+        )
+        workers = Workers(
+            address=ray_address,
+            actors=actors,
+            gpus_per_actor=gpus_per_actor,
+            threads=threads or 1,
+            device=device,
+            precision=precision,
+            model=model,
+        )
+        started = time.monotonic()
+        run = ray_batch(folder, output_dir=output_dir, force=force, coding=coding, workers=workers)
+        show_batch(run.plan, run.results, quiet, started)
     plan = plan_batch(
         folder,
         decode=decode_mode,
@@ -516,7 +562,7 @@ def batch(
         format_name=format_name or FORMATS[0],
         force=force,
     )
-    results: list[FileResult] = []
+    runs: Iterator[FileResult] = iter(())
     started = time.monotonic()
     if plan.pairs:
         codec = load_codec(model, device, precision, threads, quiet)
@@ -527,6 +573,16 @@ def batch(
             )
         else:
             runs = encode_files(codec, plan.pairs, metadata=metadata, batch_size=batch_size)
+    show_batch(plan, runs, quiet, started)
+
+
+def show_batch(
+    plan: BatchPlan, runs: Iterator[FileResult], quiet: bool, started: float
+) -> NoReturn:
+    """A progress bar over the results as they come, the summary, and the exit code:
+    1 when any entry failed."""
+    results: list[FileResult] = []
+    if plan.pairs:
         with progress_bar(f"{len(plan.pairs)} files", len(plan.pairs), quiet) as bar:
             for result in runs:
                 results.append(result)

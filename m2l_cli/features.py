@@ -28,8 +28,8 @@ def summary_embedder(runner: ModelRunner) -> Callable[[torch.Tensor], torch.Tens
 
     def embed(spectrograms: torch.Tensor) -> torch.Tensor:
         x = spectrograms.to(runner.device).contiguous(memory_format=torch.channels_last)
-        with torch.inference_mode(), runner.autocast():
-            return runner.model.encoder.summary_embeddings(x).float().cpu()
+        with runner.calls() as network:
+            return network.encoder.summary_embeddings(x).float().cpu()
 
     return embed
 

@@ -4,13 +4,15 @@ outputs on the CPU."""
 
 from __future__ import annotations
 
-from contextlib import AbstractContextManager
+import copy
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from functools import cached_property
 
 import torch
 
 from .model import Music2Latent2
-from .runtime import autocast
+from .runtime import PRECISIONS, autocast
 
 CPU_CALL_BYTES = 16 << 20
 
@@ -23,8 +25,29 @@ class ModelRunner:
         self.model = model.eval().to(device, memory_format=torch.channels_last)  # type: ignore[call-overload]
         self.device, self.precision = device, precision
 
+    @cached_property
+    def network(self) -> Music2Latent2:
+        """The model the calls run. For bf16, a copy with every weight converted once to
+        bf16 (made on the first call): no per-call casts. fp32 runs the model itself;
+        fp16 (GPUs) keeps float32 weights under autocast, whose norms need them."""
+        if self.precision != "bf16":
+            return self.model
+        converted = copy.deepcopy(self.model).to(PRECISIONS[self.precision])
+        return converted.requires_grad_(False)
+
     def autocast(self) -> AbstractContextManager:
+        if self.precision == "bf16":
+            return nullcontext()
         return autocast(self.device, self.precision)
+
+    @contextmanager
+    def calls(self) -> Iterator[Music2Latent2]:
+        """The network, for calls in inference mode at the runner's precision. The
+        network is made before inference mode starts, so its weights are ordinary
+        tensors (a cache keyed on their versions can see them change)."""
+        network = self.network
+        with torch.inference_mode(), self.autocast():
+            yield network
 
     @cached_property
     def chunks_per_call(self) -> int:
@@ -40,15 +63,15 @@ class ModelRunner:
     def encode(self, spectrograms: torch.Tensor) -> torch.Tensor:
         """Spectrograms [n, 2, F, T] -> latents [n, K, D] (float32)."""
         x = spectrograms.to(self.device).contiguous(memory_format=torch.channels_last)
-        with torch.inference_mode(), self.autocast():
-            return self.model.encoder(x).float().cpu()
+        with self.calls() as network:
+            return network.encoder(x).float().cpu()
 
     def decode_features(self, latents: torch.Tensor) -> list[torch.Tensor]:
         """Latents [n, K, D] -> the decoder's feature maps, one tensor per level."""
         pieces = []
-        with torch.inference_mode(), self.autocast():
+        with self.calls() as network:
             for part in latents.split(self.chunks_per_call):
-                pieces.append(self.model.decoder(part.to(self.device)))
+                pieces.append(network.decoder(part.to(self.device)))
         if len(pieces) == 1:
             return pieces[0]
         return [torch.cat(levels) for levels in zip(*pieces, strict=True)]
@@ -61,13 +84,13 @@ class ModelRunner:
         slots = x.shape[1]
         rows = max(1, self.chunks_per_call // slots)
         outputs = []
-        with torch.inference_mode(), self.autocast():
+        with self.calls() as network:
             for start in range(0, x.shape[0], rows):
                 part = slice(start, start + rows)
                 part_features = [
                     level[start * slots : (start + rows) * slots] for level in features
                 ]
-                output = self.model.consistency(
+                output = network.consistency(
                     x[part].to(self.device), sigma[part].to(self.device), part_features
                 )
                 outputs.append(output.float().cpu())

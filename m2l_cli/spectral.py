@@ -43,25 +43,32 @@ class SpectralTransform:
         spectrum = torch.stft(
             flat, self.n_fft, self.hop, window=window, center=False, return_complex=True
         )[:, : self.bins, :-1]
-        magnitude = spectrum.abs()
-        compressed = self.beta * magnitude.pow(self.alpha) * torch.exp(1j * spectrum.angle())
-        channels = torch.stack([compressed.real, compressed.imag], dim=-3).float()
+        parts = torch.view_as_real(spectrum).movedim(-1, -3)  # [n, 2, bins, frames]
+        channels = (parts * self._gain(parts, self.beta, self.alpha)).float()
         return channels.reshape(*lead, *channels.shape[-3:])
+
+    @staticmethod
+    def _gain(parts: torch.Tensor, scale: float, power: float) -> torch.Tensor:
+        """scale |c|^(power - 1) for the complex bins c whose (real, imag) are `parts`
+        [..., 2, bins, frames]; 0 where c = 0. Multiplying c by it maps |c| to
+        scale |c|^power and keeps the phase, with no angle or complex exp computed."""
+        magnitude = torch.hypot(parts[..., 0, :, :], parts[..., 1, :, :]).unsqueeze(-3)
+        gain = scale * magnitude.pow(power - 1.0)
+        return torch.where(magnitude > 0, gain, 0.0)
 
     def to_complex(self, spectrogram: torch.Tensor) -> torch.Tensor:
         """Undo the amplitude compression: [..., 2, bins, frames] -> complex STFT bins."""
-        compressed = torch.complex(
-            spectrogram[..., 0, :, :].double(), spectrogram[..., 1, :, :].double()
-        )
-        magnitude = (compressed.abs() / self.beta).pow(1.0 / self.alpha)
-        return magnitude * torch.exp(1j * compressed.angle())
+        parts = spectrogram.double()
+        inverse = 1.0 / self.alpha
+        restored = parts * self._gain(parts, self.beta**-inverse, inverse)
+        return torch.complex(restored[..., 0, :, :], restored[..., 1, :, :])
 
     def frames_to_segments(self, spectrogram: torch.Tensor) -> torch.Tensor:
         """[..., 2, bins, frames] -> windowed frames [..., frames, n_fft] ready to overlap-add."""
         spectrum = self.to_complex(spectrogram)
-        nyquist = torch.zeros_like(spectrum[..., :1, :])
-        full = torch.cat([spectrum, nyquist], dim=-2).transpose(-1, -2)
-        return torch.fft.irfft(full, n=self.n_fft, dim=-1) * self.window.to(full.device)
+        # irfft zero-pads the missing Nyquist bin itself (n = n_fft wants n_fft/2 + 1).
+        frames = torch.fft.irfft(spectrum.transpose(-1, -2), n=self.n_fft, dim=-1)
+        return frames * self.window.to(frames.device)
 
 
 class OverlapAdd:

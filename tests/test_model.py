@@ -4,9 +4,9 @@ import pytest
 import torch
 
 from m2l_cli.config import PRESETS, ModelConfig
-from m2l_cli.model import Music2Latent2
-from m2l_cli.model import consistency as consistency_module
-from m2l_cli.model.blocks import chunk_causal_mask
+from m2l_cli.model import Music2Latent2, ops
+from m2l_cli.model import blocks as blocks_module
+from m2l_cli.model.blocks import chunk_causal_attention
 from m2l_cli.model.consistency import edm_scalings, sigma_from_time
 
 TINY = PRESETS["tiny"]
@@ -119,10 +119,13 @@ def test_tiny_is_much_smaller_than_small():
 # Causality of the consistency model.
 
 
-def test_chunk_causal_mask_lets_tokens_see_only_their_own_and_earlier_chunks():
-    mask = chunk_causal_mask(2, 3, torch.device("cpu"))
-    expected = torch.tensor([[1, 1, 1, 0, 0, 0]] * 3 + [[1, 1, 1, 1, 1, 1]] * 3, dtype=torch.bool)
-    assert torch.equal(mask, expected)
+def test_chunk_causal_attention_is_attention_masked_to_own_and_earlier_chunks():
+    generator = torch.Generator().manual_seed(0)
+    query, key, value = torch.randn(3, 2, 4, 3 * 5, 8, generator=generator)
+    chunk_of_token = torch.arange(3).repeat_interleave(5)
+    mask = chunk_of_token[:, None] >= chunk_of_token[None, :]
+    expected = torch.nn.functional.scaled_dot_product_attention(query, key, value, attn_mask=mask)
+    assert torch.allclose(chunk_causal_attention(query, key, value, 3), expected, atol=1e-6)
 
 
 def test_right_chunk_never_changes_the_left_chunk_output(tiny_random_model):
@@ -149,10 +152,10 @@ def test_without_the_causal_mask_the_right_chunk_would_reach_the_left(
 ):
     """Guards the test above: with full attention, the same change does show on the left."""
     monkeypatch.setattr(
-        consistency_module,
-        "chunk_causal_mask",
-        lambda chunks, tokens, device: torch.ones(
-            chunks * tokens, chunks * tokens, dtype=torch.bool, device=device
+        blocks_module,
+        "chunk_causal_attention",
+        lambda query, key, value, chunks: torch.nn.functional.scaled_dot_product_attention(
+            query, key, value
         ),
     )
     model = tiny_random_model
@@ -275,3 +278,37 @@ def test_sigma_from_time_spans_sigma_min_to_sigma_max():
 def test_sigma_from_time_increases_with_time():
     sigma = sigma_from_time(torch.linspace(0, 1, 11, dtype=torch.float64), TINY)
     assert (sigma[1:] > sigma[:-1]).all()
+
+
+# Hand-written backward passes (model/ops.py) against torch's own.
+
+
+def test_attention_gradients_match_torch():
+    generator = torch.Generator().manual_seed(0)
+    inputs = [
+        torch.randn(2, 3, 6, 8, generator=generator, dtype=torch.float64, requires_grad=True)
+        for _ in range(3)
+    ]
+    assert torch.autograd.gradcheck(ops.attention, inputs)
+
+
+@pytest.mark.parametrize("affine", [True, False])
+def test_channels_last_group_norm_gradients_match_torch(affine):
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 6, 5, 4, generator=generator, dtype=torch.float64)
+    x = x.contiguous(memory_format=torch.channels_last).requires_grad_()
+    weight, bias = (
+        torch.randn(6, generator=generator, dtype=torch.float64, requires_grad=True)
+        for _ in range(2)
+    )
+    parameters = (weight, bias) if affine else (None, None)
+    assert torch.autograd.gradcheck(lambda x: ops.group_norm(x, 3, *parameters), (x,))
+    output = ops.group_norm(x, 3, *parameters)
+    expected = torch.nn.functional.group_norm(x, 3, *parameters)
+    assert torch.allclose(output, expected)
+    if affine:
+        grads = torch.autograd.grad(output.sum() * 2, (x, weight, bias))
+        wanted = torch.autograd.grad(expected.sum() * 2, (x, weight, bias))
+        for got, want in zip(grads, wanted, strict=True):
+            assert torch.allclose(got, want)
+        assert grads[0].is_contiguous(memory_format=torch.channels_last)

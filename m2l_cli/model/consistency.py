@@ -7,11 +7,19 @@ first never sees the second (chunked causal attention).
 
 from __future__ import annotations
 
+from functools import cached_property
+
 import torch
 from torch import nn
 
 from ..config import ModelConfig
-from .blocks import NoiseEmbedding, TransformerBlock, chunk_causal_mask, sinusoidal_embedding
+from .blocks import (
+    Modulation,
+    ModulationBank,
+    NoiseEmbedding,
+    TransformerBlock,
+    sinusoidal_embedding,
+)
 from .patchify import DePatchifier, Patchifier
 
 
@@ -86,23 +94,29 @@ class ConsistencyModel(nn.Module):
         for parameter in self.depatchifier.head[-1].parameters():
             torch.nn.init.zeros_(parameter)
 
+    @cached_property
+    def modulations(self) -> ModulationBank:
+        """Every AdaGN and AdaLN modulation of the network, computed together."""
+        return ModulationBank(
+            [module for module in self.modules() if isinstance(module, Modulation)]
+        )
+
     def network(
         self, x: torch.Tensor, sigma: torch.Tensor, features: list[torch.Tensor]
     ) -> torch.Tensor:
         """The raw network F. x: [B, n, 2, F, T], sigma: [B, n], features: [B*n, ...] per level."""
         batch, chunks = sigma.shape
-        condition = self.noise_embedding(sigma.reshape(-1))
-        flat = x.reshape(batch * chunks, *x.shape[2:]).contiguous(memory_format=torch.channels_last)
+        condition = self.modulations(self.noise_embedding(sigma.reshape(-1)))
+        flat = x.flatten(0, 1).to(self.chunk_slot.dtype, memory_format=torch.channels_last)
         tokens, skips = self.patchifier(flat, condition, features)
         tokens = tokens.reshape(batch, chunks, *tokens.shape[1:]) + self.chunk_slot[:, :chunks]
         tokens = tokens.reshape(batch, -1, tokens.shape[-1])
-        mask = chunk_causal_mask(chunks, self.config.tokens_per_chunk, x.device)
-        chunk_condition = condition.reshape(batch, chunks, -1)
         for block in self.blocks:
-            tokens = block(tokens, mask, chunk_condition)
+            tokens = block(tokens, chunks, condition)
         tokens = self.norm(tokens).reshape(batch * chunks, -1, tokens.shape[-1])
         _, output = self.depatchifier(tokens, condition, skips)
-        return output.reshape(x.shape)
+        assert output is not None
+        return output.unflatten(0, (batch, chunks))
 
     def forward(
         self, x: torch.Tensor, sigma: torch.Tensor, features: list[torch.Tensor]
@@ -111,9 +125,10 @@ class ConsistencyModel(nn.Module):
         c_skip, c_out, c_in = (
             scale[:, :, None, None, None] for scale in edm_scalings(sigma, self.config)
         )
-        if self.frequency_scaling is None:
-            raw = self.network(c_in * x, sigma, features).to(x.dtype)
-        else:
+        if self.frequency_scaling is not None:
             input_gain, output_gain = self.frequency_scaling(sigma)
-            raw = self.network(c_in * x * input_gain, sigma, features).to(x.dtype) * output_gain
-        return c_skip * x + c_out * raw
+            c_in, c_out = c_in * input_gain, c_out * output_gain
+        # The scalings are folded into per-chunk (and per-bin) factors first, so the big
+        # tensors are read once on the way in and once on the way out, in float32.
+        raw = self.network(x * c_in, sigma, features)
+        return torch.addcmul(c_skip * x, c_out, raw)

@@ -32,7 +32,7 @@ class Decoder(nn.Module):
 
     def forward(self, latents: torch.Tensor) -> list[torch.Tensor]:
         """[N, K, latent_dim] -> one [N, C_level, F_level, T_level] map per level, fine first."""
-        summary = self.from_latents(latents)
+        summary = self.from_latents(latents.to(self.mask_tokens.dtype))
         if self.summary_index is not None:  # which of the K summary tokens each one is
             summary = summary + self.summary_index.to(summary.dtype)
         masks = self.mask_tokens.expand(latents.shape[0], -1, -1).to(summary.dtype)

@@ -29,7 +29,7 @@ class Encoder(nn.Module):
 
     def summary_embeddings(self, spectrogram: torch.Tensor) -> torch.Tensor:
         """[N, 2, F, T] -> [N, K, dim]: the pre-bottleneck summary embeddings (MIR features)."""
-        tokens, _ = self.patchifier(spectrogram)
+        tokens, _ = self.patchifier(spectrogram.to(self.latent_tokens.dtype))
         latent_tokens = self.latent_tokens.expand(tokens.shape[0], -1, -1).to(tokens.dtype)
         x = torch.cat([tokens, latent_tokens], dim=1)
         for block in self.blocks:

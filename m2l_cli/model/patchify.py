@@ -7,10 +7,11 @@ convolution (kernel = stride), so no level mixes patches it should not see.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..config import ModelConfig
-from .blocks import ResidualBlock
+from .blocks import Conditioning, ResidualBlock, apply_group_norm
 
 
 class Level(nn.Module):
@@ -22,7 +23,7 @@ class Level(nn.Module):
             ResidualBlock(channels, groups, condition_dim) for _ in range(count)
         )
 
-    def forward(self, x: torch.Tensor, condition: torch.Tensor | None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, condition: Conditioning | None) -> torch.Tensor:
         for block in self.blocks:
             x = block(x, condition)
         return x
@@ -69,7 +70,7 @@ class Patchifier(nn.Module):
     def forward(
         self,
         x: torch.Tensor,
-        condition: torch.Tensor | None = None,
+        condition: Conditioning | None = None,
         features: list[torch.Tensor] | None = None,
     ) -> tuple[torch.Tensor, list[torch.Tensor]]:
         x = self.stem(x) + self.frequency_position
@@ -119,7 +120,7 @@ class DePatchifier(nn.Module):
     def forward(
         self,
         tokens: torch.Tensor,
-        condition: torch.Tensor | None = None,
+        condition: Conditioning | None = None,
         skips: list[torch.Tensor] | None = None,
     ) -> tuple[list[torch.Tensor], torch.Tensor | None]:
         """Returns (features by level, fine first) and the head's output or None."""
@@ -133,5 +134,8 @@ class DePatchifier(nn.Module):
                 x = x + skips[index]
             x = self.levels[index](x, condition)
             features[index] = x
-        output = self.head(x) if self.head is not None else None
-        return features, output
+        if self.head is None:
+            return features, None
+        norm, _, convolution = self.head
+        assert isinstance(norm, nn.GroupNorm)
+        return features, convolution(F.silu(apply_group_norm(norm, x)))

@@ -61,6 +61,7 @@ class Trainer:
             self.model.parameters(),
             lr=settings.learning_rate,
             betas=(settings.beta1, settings.beta2),
+            foreach=True,  # one multi-tensor update instead of a loop over ~750 tensors
         )
         self.generator = torch.Generator().manual_seed(settings.seed + 1)
         self.step = 0
@@ -73,6 +74,8 @@ class Trainer:
         trainer.model.load_state_dict(checkpoint.model)
         trainer.ema.load_state_dict(checkpoint.ema)
         trainer.optimizer.load_state_dict(checkpoint.optimizer)
+        for group in trainer.optimizer.param_groups:  # how it runs, not what it computes
+            group["foreach"] = True
         trainer.generator.set_state(checkpoint.generators["noise"])
         torch.set_rng_state(checkpoint.generators["torch"])
         trainer.step = checkpoint.step
@@ -105,7 +108,8 @@ class Trainer:
         )
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), float("inf"))
+        gradients = [p.grad for p in self.model.parameters() if p.grad is not None]
+        grad_norm = torch.nn.utils.get_total_norm(gradients, foreach=True)
         self.optimizer.step()
         decay = settings.ema_decay_at(self.step)
         self._update_ema(decay)
@@ -120,8 +124,9 @@ class Trainer:
 
     @torch.no_grad()
     def _update_ema(self, decay: float) -> None:
-        for average, current in zip(self.ema.parameters(), self.model.parameters(), strict=True):
-            average.lerp_(current, 1.0 - decay)
+        torch._foreach_lerp_(
+            list(self.ema.parameters()), list(self.model.parameters()), 1.0 - decay
+        )
         for buffer, source in zip(self.ema.buffers(), self.model.buffers(), strict=True):
             buffer.copy_(source)
 

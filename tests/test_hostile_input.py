@@ -310,12 +310,12 @@ def test_closed_and_full_standard_streams_are_one_line(workdir: Path, model_file
 )
 def test_a_signal_during_start_up_is_one_line(workdir, model_file, number, code, word) -> None:
     process = subprocess.Popen(
-        [M2L, "encode", "song.wav"],
+        [M2L, "encode", "song.wav", "-o", "new.m2l"],
         cwd=workdir,
         env=environment(model_file),
         stderr=subprocess.PIPE,
     )
-    time.sleep(0.3)  # importing torch
+    time.sleep(1.0)  # past the signal handlers, still importing torch or loading the model
     process.send_signal(number)
     _, stderr = process.communicate(timeout=60)
     assert (process.returncode, stderr.decode()) == (code, f"m2l: {word}\n")

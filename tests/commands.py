@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import resource
+import signal
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -26,6 +27,18 @@ def environment(model: Path | None) -> dict[str, str]:
     """The environment with M2L_MODEL set to `model`, or unset."""
     names = {key: value for key, value in os.environ.items() if key != "M2L_MODEL"}
     return names | ({"M2L_MODEL": str(model)} if model is not None else {})
+
+
+def start(*args: str, cwd: Path, model: Path | None) -> subprocess.Popen:
+    """Starts `m2l args` in the background, stderr piped, with Ctrl-C's default action:
+    a shell's background job inherits SIGINT ignored, and Python keeps ignoring it."""
+    return subprocess.Popen(
+        [M2L, *args],
+        cwd=cwd,
+        env=environment(model),
+        stderr=subprocess.PIPE,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
 
 
 def m2l(

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile
-from commands import M2L, assert_one_line_error, files_in, m2l
+from commands import M2L, assert_one_line_error, files_in, m2l, start
 
 import m2l_cli
 from m2l_cli import Codec
@@ -199,9 +199,8 @@ def test_ctrl_c_exits_130_and_leaves_no_partial_file(workdir: Path, model_file: 
     noise = np.random.default_rng(0).uniform(-0.3, 0.3, (44100 * 120, 2))
     soundfile.write(workdir / "long.wav", noise, 44100)
     assert m2l("encode", "long.wav", cwd=workdir, model=model_file).returncode == 0
-    environment = {**os.environ, "M2L_MODEL": str(model_file)}
-    command = [M2L, "decode", "long.wav.m2l", "-o", "long.flac", "--threads", "1"]
-    process = subprocess.Popen(command, cwd=workdir, env=environment, stderr=subprocess.PIPE)
+    command = ["decode", "long.wav.m2l", "-o", "long.flac", "--threads", "1"]
+    process = start(*command, cwd=workdir, model=model_file)
     deadline = time.monotonic() + 60
     while not list(workdir.glob(".m2l-*.part")) and time.monotonic() < deadline:
         time.sleep(0.005)

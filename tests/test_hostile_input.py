@@ -18,7 +18,7 @@ import pytest
 import script_modules
 import soundfile
 import typer
-from commands import M2L, assert_one_line_error, environment, files_in, m2l
+from commands import M2L, assert_one_line_error, environment, files_in, m2l, start
 
 from m2l_cli import Codec, Latents
 from m2l_cli.cli import app
@@ -309,17 +309,14 @@ def test_closed_and_full_standard_streams_are_one_line(workdir: Path, model_file
     [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated")],
 )
 def test_a_signal_during_start_up_is_one_line(workdir, model_file, number, code, word) -> None:
-    process = subprocess.Popen(
-        [M2L, "encode", "song.wav", "-o", "new.m2l"],
-        cwd=workdir,
-        env=environment(model_file),
-        stderr=subprocess.PIPE,
-    )
-    time.sleep(1.0)  # past the signal handlers, still importing torch or loading the model
+    noise = np.random.default_rng(2).uniform(-0.3, 0.3, (44100 * 60, 2))
+    soundfile.write(workdir / "long.wav", noise, 44100)  # too long to finish before the signal
+    process = start("encode", "long.wav", cwd=workdir, model=model_file)
+    time.sleep(0.3)  # importing torch
     process.send_signal(number)
     _, stderr = process.communicate(timeout=60)
     assert (process.returncode, stderr.decode()) == (code, f"m2l: {word}\n")
-    assert files_in(workdir) == {"song.wav", "song.wav.m2l"}
+    assert files_in(workdir) == {"song.wav", "song.wav.m2l", "long.wav"}
 
 
 def test_an_output_folder_that_cannot_be_made_is_one_line(workdir: Path) -> None:

@@ -1,7 +1,11 @@
 """Shared fixtures."""
 
+from pathlib import Path
+
 import pytest
 import torch
+
+from m2l_cli import Codec
 
 
 @pytest.fixture(scope="module")
@@ -15,3 +19,11 @@ def single_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="session")
+def model_file(tmp_path_factory) -> Path:
+    """A tiny random-weight model file: fast, and enough to exercise every code path."""
+    path = tmp_path_factory.mktemp("model") / "tiny.safetensors"
+    Codec.create("tiny", seed=0).save(path)
+    return path

@@ -19,14 +19,6 @@ from m2l_cli import Codec
 from m2l_cli.evaluation import log_mel_distance, naive_codec
 
 
-@pytest.fixture(scope="module")
-def model_file(tmp_path_factory) -> Path:
-    """A tiny random-weight model: fast, and enough to exercise every code path."""
-    path = tmp_path_factory.mktemp("model") / "tiny.safetensors"
-    Codec.create("tiny", seed=0).save(path)
-    return path
-
-
 @pytest.fixture
 def workdir(tmp_path: Path, model_file: Path) -> Path:
     """A folder with a stereo WAV, a mono 48 kHz FLAC and two broken 'audio' files."""

@@ -35,13 +35,6 @@ def ray_cluster():
 
 
 @pytest.fixture(scope="module")
-def model_file(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("model") / "tiny.safetensors"
-    Codec.create("tiny", seed=0).save(path)
-    return path
-
-
-@pytest.fixture(scope="module")
 def codec(model_file: Path) -> Codec:
     return Codec.load(model_file, device="cpu", precision="fp32")
 

@@ -29,13 +29,6 @@ MODEL_MIB = 1024  # when it loads the tiny model (it needs ~400)
 
 
 @pytest.fixture(scope="module")
-def model_file(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("model") / "tiny.safetensors"
-    Codec.create("tiny", seed=0).save(path)
-    return path
-
-
-@pytest.fixture(scope="module")
 def container(model_file: Path) -> bytes:
     """A real container of the tiny model: 1.5 s of stereo noise."""
     codec = Codec.load(model_file, device="cpu", precision="fp32")

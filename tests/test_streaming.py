@@ -13,16 +13,9 @@ import pytest
 import soundfile
 from commands import M2L, environment, m2l
 
-from m2l_cli import Codec, Latents
+from m2l_cli import Latents
 
 SECONDS = 9
-
-
-@pytest.fixture(scope="module")
-def model_file(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("model") / "tiny.safetensors"
-    Codec.create("tiny", seed=0).save(path)
-    return path
 
 
 @pytest.fixture(scope="module")

@@ -29,8 +29,9 @@ def imports(path: Path) -> set[str]:
     return found
 
 
-def test_the_cli_imports_neither_torch_nor_soundfile():
-    names = imports(PACKAGE / "cli.py")
+@pytest.mark.parametrize("path", sorted((PACKAGE / "cli").glob("*.py")), ids=lambda path: path.name)
+def test_the_cli_imports_neither_torch_nor_soundfile(path):
+    names = imports(path)
     assert not {name for name in names if name.split(".")[0] in ("torch", "soundfile")}
 
 

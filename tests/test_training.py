@@ -102,6 +102,14 @@ def test_the_staged_curriculum_halves_the_gap_at_every_stage() -> None:
     assert gaps == [1.0, 1.0, 0.5, 0.25, 0.125, 0.0625, 0.0625, 0.0625]
 
 
+def test_a_run_from_a_trained_model_can_skip_the_first_stages() -> None:
+    settings = TrainConfig(total_steps=900, curriculum_stages=5, curriculum_first_stage=2)
+    gaps = [curriculum_gap(step, settings) for step in (0, 299, 300, 600, 899, 5000)]
+    assert gaps == [0.25, 0.25, 0.125, 0.0625, 0.0625, 0.0625]
+    with pytest.raises(ValueError, match="curriculum_first_stage"):
+        TrainConfig(curriculum_stages=5, curriculum_first_stage=5)
+
+
 def test_the_first_stage_is_plain_denoising_towards_the_clean_input() -> None:
     settings = TrainConfig()
     student = sample_student_sigma((10_000,), settings, TINY, torch.Generator().manual_seed(0))

@@ -63,6 +63,10 @@ def train(
         int | None,
         typer.Option(min=1, metavar="N", help="Stages of the staged curriculum."),
     ] = None,
+    curriculum_first_stage: Annotated[
+        int | None,
+        typer.Option(min=0, metavar="N", help="Start there (0: plain denoising first)."),
+    ] = None,
     consistency_precision: Annotated[
         str | None,
         typer.Option(metavar="NAME", help="fp32, bf16 or inherit (as --precision)."),
@@ -128,6 +132,7 @@ def train(
         sigma_sampling=sigma_sampling,
         curriculum=curriculum,
         curriculum_stages=curriculum_stages,
+        curriculum_first_stage=curriculum_first_stage,
         consistency_precision=consistency_precision,
         zero_init_head=zero_init_head,
         seed=seed,

@@ -42,10 +42,12 @@ class TrainConfig:
     p_mean: float = -1.1
     p_std: float = 2.0
     # Teacher noise levels: "staged" starts as plain denoising and halves the gap
-    # (`curriculum_ratio`) at each of `curriculum_stages` equal stages of the run;
+    # (`curriculum_ratio`) at each of `curriculum_stages` equal stages of the run; a run
+    # that goes on from a trained model may skip the first (`curriculum_first_stage`);
     # "exponential" is the paper's dt_k = dt_initial ^ ((k / K)(dt_exponent - 1) + 1).
     curriculum: str = "staged"
     curriculum_stages: int = 5
+    curriculum_first_stage: int = 0
     curriculum_ratio: float = 2.0
     dt_initial: float = 0.1
     dt_exponent: float = 3.0
@@ -71,6 +73,7 @@ class TrainConfig:
         "sigma_sampling": "lognormal",
         "curriculum": "exponential",
         "curriculum_stages": 5,
+        "curriculum_first_stage": 0,
         "curriculum_ratio": 2.0,
         "consistency_precision": "inherit",
         "zero_init_head": False,
@@ -87,6 +90,8 @@ class TrainConfig:
                 raise ValueError(f"{name} must be one of {', '.join(allowed)}")
         if self.batch_size < 1 or self.total_steps < 1 or self.curriculum_stages < 1:
             raise ValueError("batch_size, total_steps and curriculum_stages must be >= 1")
+        if not 0 <= self.curriculum_first_stage < self.curriculum_stages:
+            raise ValueError("curriculum_first_stage must be in [0, curriculum_stages)")
         if not 0.0 <= self.ema_decay < 1.0 or self.curriculum_ratio <= 1.0:
             raise ValueError("ema_decay must be in [0, 1) and curriculum_ratio above 1")
 

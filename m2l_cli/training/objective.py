@@ -73,9 +73,8 @@ def curriculum_gap(step: int, settings: TrainConfig) -> float:
     if settings.curriculum == "exponential":
         exponent = settings.progress(step) * (settings.dt_exponent - 1.0) + 1.0
         return settings.dt_initial**exponent
-    stage = min(
-        int(settings.progress(step) * settings.curriculum_stages), settings.curriculum_stages - 1
-    )
+    first, stages = settings.curriculum_first_stage, settings.curriculum_stages
+    stage = first + min(int(settings.progress(step) * (stages - first)), stages - first - 1)
     return settings.curriculum_ratio**-stage
 
 

@@ -5,9 +5,12 @@ EMA update; a CSV row every `log_every` steps, a validation pass and a checkpoin
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import signal
+import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -202,8 +205,23 @@ def train(
     try:
         _run(trainer, loader, last_step, TrainingLog(run), checkpoint_path, on_log, validate)
     finally:
-        trainer.save(checkpoint_path)
+        with worker_deaths_ignored():
+            trainer.save(checkpoint_path)
     return trainer
+
+
+@contextlib.contextmanager
+def worker_deaths_ignored() -> Iterator[None]:
+    """A signal to the whole process group ends the loader's workers too; torch's SIGCHLD
+    handler would then raise in the middle of the last save. It is set aside meanwhile."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGCHLD, previous)
 
 
 def _run(

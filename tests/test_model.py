@@ -302,8 +302,12 @@ def test_channels_last_group_norm_gradients_match_torch(affine):
         for _ in range(2)
     )
     parameters = (weight, bias) if affine else (None, None)
-    assert torch.autograd.gradcheck(lambda x: ops.group_norm(x, 3, *parameters), (x,))
-    output = ops.group_norm(x, 3, *parameters)
+
+    def group_norm(x: torch.Tensor) -> torch.Tensor:  # the path bf16 maps take
+        return ops._ChannelsLastGroupNorm.apply(x, 3, *parameters, 1e-5)
+
+    assert torch.autograd.gradcheck(group_norm, (x,))
+    output = group_norm(x)
     expected = torch.nn.functional.group_norm(x, 3, *parameters)
     assert torch.allclose(output, expected)
     if affine:
@@ -312,3 +316,10 @@ def test_channels_last_group_norm_gradients_match_torch(affine):
         for got, want in zip(grads, wanted, strict=True):
             assert torch.allclose(got, want)
         assert grads[0].is_contiguous(memory_format=torch.channels_last)
+
+
+def test_group_norm_takes_the_copying_backward_only_for_reduced_precision():
+    x = torch.randn(2, 4, 3, 3).contiguous(memory_format=torch.channels_last)
+    for dtype, custom in ((torch.float32, False), (torch.bfloat16, True)):
+        output = ops.group_norm(x.to(dtype).requires_grad_(), 2)
+        assert (type(output.grad_fn).__name__ == "_ChannelsLastGroupNormBackward") == custom

@@ -26,6 +26,7 @@ from m2l_cli.training.objective import (
     curriculum_gap,
     noise_level_pairs,
     pseudo_huber,
+    reduced_precision_limit,
     sample_student_sigma,
     teacher_sigma,
     time_from_sigma,
@@ -234,7 +235,7 @@ def test_in_the_denoising_stage_the_target_is_the_clean_input_without_a_teacher_
 
 def test_the_consistency_model_can_run_in_fp32_while_the_encoder_runs_in_bf16() -> None:
     """With a network teacher the consistency model uses its own dtype; in pure
-    denoising (every teacher clean) the `denoising` one."""
+    denoising (every teacher clean) the `reduced` one."""
     model, pairs = random_model(), pairs_batch(1)
     seen = []
     model.consistency.blocks[0].qkv.register_forward_hook(
@@ -252,15 +253,46 @@ def test_the_consistency_model_can_run_in_fp32_while_the_encoder_runs_in_bf16() 
     assert seen == [torch.bfloat16, torch.bfloat16]  # encoder, student: no teacher call
 
 
+def test_reduced_precision_is_allowed_where_the_rounding_was_measured_small() -> None:
+    staged = TrainConfig()
+    assert reduced_precision_limit(0.25, staged) == 2.5
+    assert reduced_precision_limit(0.3, staged) == 2.5  # a larger gap rounds less
+    assert reduced_precision_limit(1.0, staged) == 10.0
+    assert reduced_precision_limit(0.0625, staged) == 0.0  # never measured under 10%
+    assert reduced_precision_limit(0.25, TrainConfig(curriculum="exponential")) == 0.0
+
+
+def test_pairs_with_small_noise_run_in_reduced_precision_the_rest_in_fp32() -> None:
+    model, pairs = random_model(), pairs_batch(8)
+    calls: list[tuple[torch.dtype, int]] = []
+    model.consistency.blocks[0].qkv.register_forward_hook(
+        lambda module, inputs, output: calls.append((output.dtype, output.shape[0]))
+    )
+    mixed = TrainingPrecision("cpu", torch.float32, torch.float32, torch.bfloat16)
+    settings = TrainConfig()
+
+    def seeded() -> torch.Generator:
+        return torch.Generator().manual_seed(3)
+
+    loss = consistency_loss(model, pairs, 0.25, settings, mixed, seeded())
+    teacher, student = noise_level_pairs((8, 2), 0.25, settings, TINY, seeded())
+    small = ((teacher <= TINY.sigma_min) | (student <= 2.5)).all(dim=1)
+    assert 0 < small.sum() < 8, "the seed should give both kinds of pair"
+    reduced, full = int(small.sum()), int((~small).sum())
+    assert calls == [(torch.bfloat16, reduced)] * 2 + [(torch.float32, full)] * 2
+    all_fp32 = consistency_loss(model, pairs, 0.25, settings, FP32, seeded())
+    assert loss.item() == pytest.approx(all_fp32.item(), rel=0.05)
+
+
 def test_precision_settings_resolve_per_part() -> None:
     cpu = torch.device("cpu")
     split = training_precision(TrainConfig(precision="bf16", consistency_precision="fp32"), cpu)
     assert (split.encoder_decoder, split.consistency) == (torch.bfloat16, torch.float32)
-    assert split.denoising == torch.float32
+    assert split.reduced == torch.float32
     shared = training_precision(TrainConfig(precision="bf16", consistency_precision="inherit"), cpu)
-    assert shared.consistency == shared.denoising == torch.bfloat16
+    assert shared.consistency == shared.reduced == torch.bfloat16
     auto = training_precision(TrainConfig(precision="bf16"), cpu)
-    assert (auto.consistency, auto.denoising) == (torch.float32, torch.bfloat16)
+    assert (auto.consistency, auto.reduced) == (torch.float32, torch.bfloat16)
     with pytest.raises(M2LError, match="fp16"):
         training_precision(TrainConfig(precision="fp16"), cpu)
 

@@ -4,7 +4,8 @@ torch's CPU kernels are fast forwards, but two backwards are not: the flash-atte
 backward (~3x slower than recomputing the probabilities with matrix products), and
 GroupNorm's backward on channels_last bf16 maps (~7x slower than on contiguous ones).
 These functions keep torch's forward and give each a faster backward; without
-gradients they are the plain torch calls. The numbers are the same up to rounding.
+gradients (and for float32 maps, whose channels_last backward is fast) they are the
+plain torch calls. The numbers are the same up to rounding.
 """
 
 from __future__ import annotations
@@ -57,9 +58,10 @@ def group_norm(
     bias: torch.Tensor | None = None,
     eps: float = 1e-5,
 ) -> torch.Tensor:
-    """F.group_norm; on a channels_last map that needs gradients, its backward runs on
-    contiguous copies."""
+    """F.group_norm; on a reduced-precision channels_last map that needs gradients, its
+    backward runs on contiguous copies (float32 maps are ~1.5x faster without them)."""
     channels_last = x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last)
+    channels_last = channels_last and x.dtype in (torch.bfloat16, torch.float16)
     needs_grad = torch.is_grad_enabled() and any(
         tensor is not None and tensor.requires_grad for tensor in (x, weight, bias)
     )

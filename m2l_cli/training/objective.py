@@ -112,6 +112,23 @@ def pseudo_huber(difference: torch.Tensor) -> torch.Tensor:
     return torch.sqrt(squared + c * c) - c
 
 
+# The largest student noise level at which running the consistency model in bf16 kept
+# its rounding under 10% of the training signal (student - teacher), per gap of the
+# staged curriculum (docs/TRAINING.md, "Precision"): the rounding grows with sigma and
+# as the gap shrinks. Clean teachers keep it under 5% at every sigma.
+REDUCED_PRECISION_SIGMA_LIMITS = {0.5: 10.0, 0.25: 2.5, 0.125: 1.0}
+
+
+def reduced_precision_limit(gap: float, settings: TrainConfig) -> float:
+    """Student levels up to this may run in reduced precision at this gap: the limit of
+    the largest measured gap not above it (a smaller gap rounds worse); 0 below every
+    measured gap, and for the exponential curriculum (whose gap means something else)."""
+    if settings.curriculum != "staged":
+        return 0.0
+    measured = [measured for measured in REDUCED_PRECISION_SIGMA_LIMITS if measured <= gap]
+    return REDUCED_PRECISION_SIGMA_LIMITS[max(measured)] if measured else 0.0
+
+
 @dataclass(frozen=True)
 class TrainingPrecision:
     """Autocast dtypes for the two parts: encoder + decoder, and consistency model.
@@ -119,19 +136,43 @@ class TrainingPrecision:
     The difference between the student's and the teacher's outputs is the training
     signal. Run in bf16, the consistency model's rounding is 70% to 700% of that
     difference at high noise once the teacher is a network output (docs/TRAINING.md),
-    so it has its own dtype, and a second one for batches whose every teacher is the
-    clean input, where bf16 rounding stays under 5% of the signal. The encoder's and
-    decoder's features are shared by student and teacher: their rounding cancels.
+    so it has its own dtype, and a second, `reduced`, for the pairs of chunks whose
+    rounding stays under 10% of the signal: every teacher clean, or every student level
+    within `reduced_precision_limit`. The encoder's and decoder's features are shared
+    by student and teacher: their rounding cancels.
     """
 
     device_type: str
     encoder_decoder: torch.dtype
     consistency: torch.dtype
-    denoising: torch.dtype  # the consistency model's when every teacher is clean
+    reduced: torch.dtype  # the consistency model's for pairs where rounding stays small
 
     def autocast(self, dtype: torch.dtype) -> AbstractContextManager:
         enabled = dtype != torch.float32
         return torch.autocast(self.device_type, dtype=dtype, enabled=enabled)
+
+
+@dataclass(frozen=True)
+class NoisedPairs:
+    """Chunk pairs [B, 2, 2, F, T] with one noise sample, the two noise levels of each
+    chunk [B, 2] and the decoder's features of every chunk (B * 2 per level)."""
+
+    clean: torch.Tensor
+    noise: torch.Tensor
+    teacher_level: torch.Tensor
+    student_level: torch.Tensor
+    features: list[torch.Tensor]
+
+    def rows(self, selected: torch.Tensor) -> NoisedPairs:
+        """The pairs where `selected` [B] is true."""
+        chunks = selected.repeat_interleave(2)
+        return NoisedPairs(
+            self.clean[selected],
+            self.noise[selected],
+            self.teacher_level[selected],
+            self.student_level[selected],
+            [level[chunks] for level in self.features],
+        )
 
 
 def consistency_loss(
@@ -151,17 +192,37 @@ def consistency_loss(
         level.to(pairs.device)
         for level in noise_level_pairs((pairs.shape[0], 2), gap, settings, config, generator)
     )
-    denoising = bool((teacher_level <= config.sigma_min).all())
-    dtype = precision.denoising if denoising else precision.consistency
+    noise = torch.randn(pairs.shape, generator=generator).to(pairs.device)
+    batch = NoisedPairs(pairs, noise, teacher_level, student_level, features)
+    small = (teacher_level <= config.sigma_min) | (
+        student_level <= reduced_precision_limit(gap, settings)
+    )
+    reduced = small.all(dim=1)
+    if precision.reduced == precision.consistency or reduced.all() or not reduced.any():
+        dtype = precision.reduced if bool(reduced.all()) else precision.consistency
+        return _chunk_losses(model, batch, precision, dtype).mean()
+    losses = [
+        _chunk_losses(model, batch.rows(rows), precision, dtype)
+        for rows, dtype in ((reduced, precision.reduced), (~reduced, precision.consistency))
+        if rows.any()
+    ]
+    return torch.cat(losses).mean()
+
+
+def _chunk_losses(
+    model: Music2Latent2, batch: NoisedPairs, precision: TrainingPrecision, dtype: torch.dtype
+) -> torch.Tensor:
+    """The weighted loss of every chunk [B, 2], the consistency model run in `dtype`."""
+    features = batch.features
     if dtype == torch.float32:
         features = [level.float() for level in features]
-    noise = torch.randn(pairs.shape, generator=generator).to(pairs.device)
+    student_level, teacher_level = batch.student_level, batch.teacher_level
     with precision.autocast(dtype):
-        student = model.consistency(pairs + _expand(student_level) * noise, student_level, features)
+        noisy = batch.clean + _expand(student_level) * batch.noise
+        student = model.consistency(noisy, student_level, features)
         with torch.no_grad():
-            teacher = _teacher(model, pairs, noise, teacher_level, features)
-    weight = 1.0 / (student_level - teacher_level)
-    return (weight * pseudo_huber(student - teacher)).mean()
+            teacher = _teacher(model, batch.clean, batch.noise, teacher_level, features)
+    return pseudo_huber(student - teacher) / (student_level - teacher_level)
 
 
 def _teacher(

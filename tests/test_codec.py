@@ -266,7 +266,7 @@ def test_load_without_a_path_takes_m2l_model_then_the_bundled_model(codec, tmp_p
     monkeypatch.setenv("M2L_MODEL", str(path))
     assert Codec.load(device="cpu").model_id == saved_id
     monkeypatch.delenv("M2L_MODEL")
-    assert Codec.load(device="cpu").model_name == "m2l-small-s6820"  # the bundled one
+    assert Codec.load(device="cpu").model_name == "m2l-small-s8422"  # the bundled one
     monkeypatch.setattr(weights_header, "default_model_path", lambda: None)
     with pytest.raises(ModelError, match="no model: .* pass --model PATH or set M2L_MODEL"):
         Codec.load()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import replace
 from pathlib import Path
@@ -10,6 +11,7 @@ import numpy as np
 import pytest
 import soundfile
 import torch
+from safetensors.torch import save_file
 
 from m2l_cli import Codec
 from m2l_cli.config import PRESETS
@@ -31,7 +33,7 @@ from m2l_cli.training.objective import (
     teacher_sigma,
     time_from_sigma,
 )
-from m2l_cli.weights import serialize
+from m2l_cli.weights import file_metadata, serialize
 
 TINY = PRESETS["tiny"]
 FP32 = TrainingPrecision("cpu", torch.float32, torch.float32, torch.float32)
@@ -455,8 +457,14 @@ def test_a_new_run_can_start_from_exported_weights(music: Path, tmp_path: Path) 
     assert distance_from_exported(second) < distance_from_exported(fresh)
 
 
-def test_weights_from_before_the_model_switches_load_with_them_off() -> None:
-    codec = Codec.load(Path(__file__).parents[1] / "m2l_cli/weights/default.safetensors")
+def test_weights_from_before_the_model_switches_load_with_them_off(tmp_path: Path) -> None:
+    old = Music2Latent2(replace(TINY, frequency_scaling=False, summary_index_embedding=False))
+    config = json.loads(old.config.to_json())
+    del config["frequency_scaling"], config["summary_index_embedding"]  # as files then were
+    tensors = {key: value.contiguous() for key, value in old.state_dict().items()}
+    metadata = {**file_metadata(old, "tiny-old", True), "config": json.dumps(config)}
+    save_file(tensors, tmp_path / "old.safetensors", metadata=metadata)
+    codec = Codec.load(tmp_path / "old.safetensors")
     assert not codec.config.frequency_scaling and not codec.config.summary_index_embedding
     assert math.isfinite(codec.config.sigma_max)
 

@@ -9,8 +9,11 @@ import json
 import math
 import os
 import stat
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from .config import ModelConfig
 from .errors import ModelError
@@ -75,6 +78,24 @@ def read_file(path: str | Path) -> bytes:
     """The bytes of a weights file, once it is known to be a regular file of at most
     MAX_FILE_BYTES whose header checks out (a FIFO or device is refused unopened for
     reading, so it can neither block nor stream without end)."""
+    with _checked_stream(path) as (stream, head, _):
+        try:
+            return head + stream.read()
+        except OSError as error:
+            raise ModelError(f"{path}: cannot read weights ({error.strerror})") from None
+
+
+def check_file(path: str | Path) -> WeightsHeader:
+    """The checked header of a weights file, without reading its tensors: a missing or
+    broken model is reported in a moment, before torch is imported."""
+    with _checked_stream(path) as (_, _, header):
+        return header
+
+
+@contextmanager
+def _checked_stream(path: str | Path) -> Iterator[tuple[BinaryIO, bytes, WeightsHeader]]:
+    """An open weights file, its header bytes and the header they hold, checked; the
+    stream is left just after the header."""
     path = Path(path)
     try:
         handle = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
@@ -93,11 +114,7 @@ def read_file(path: str | Path) -> bytes:
         head = stream.read(8)
         length = _header_length(head, status.st_size, str(path))
         head += stream.read(length)
-        parse_header(head, status.st_size, str(path))
-        try:
-            return head + stream.read()
-        except OSError as error:
-            raise ModelError(f"{path}: cannot read weights ({error.strerror})") from None
+        yield stream, head, parse_header(head, status.st_size, str(path))
 
 
 def _header_length(head: bytes, size: int, name: str) -> int:

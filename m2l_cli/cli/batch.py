@@ -38,6 +38,7 @@ from .common import (
     SubtypeOption,
     ThreadsOption,
     app,
+    check_model,
     check_runtime,
     load_codec,
     parse_metadata,
@@ -90,13 +91,14 @@ def batch(
     entry not coded is reported with the reason. With --engine ray, the files are coded
     by Ray workers (--threads: each worker's), read and written through pyarrow."""
     from ..batch import plan_batch
-    from ..files import encode_files
 
     metadata = parse_metadata(meta)
     if engine not in ("local", "ray"):
         raise typer.BadParameter(f"{shown(engine)!r} is not local or ray", param_hint="--engine")
     if engine == "local" and (ray_address or actors or gpus_per_actor):
         raise typer.BadParameter("needs --engine ray", param_hint="--ray-address/--actors/--gpus")
+    if engine == "local":
+        check_model(model)
     if engine == "local" or not gpus_per_actor:  # GPU workers may see devices we do not
         check_runtime(device, precision)
     if engine == "ray":
@@ -135,6 +137,8 @@ def batch(
     runs: Iterator[FileResult] = iter(())
     started = time.monotonic()
     if plan.pairs:
+        from ..files import encode_files
+
         codec = load_codec(model, device, precision, threads, quiet)
         started = time.monotonic()
         if decode_mode:

@@ -34,6 +34,7 @@ from .common import (
     SubtypeOption,
     ThreadsOption,
     app,
+    check_model,
     check_runtime,
     finish,
     load_codec,
@@ -76,12 +77,14 @@ def encode(
     metadata = parse_metadata(meta)
     for _, target in pairs:
         check_output(target, force, sources)
-    check_runtime(device, precision)
     from ..audio import audio_info
-    from ..files import encode_files, encode_progress_total
 
     single = sources[0] if len(sources) == 1 else None
-    info = audio_info(single) if single and single != STDIO else None  # fails at once
+    info = audio_info(single) if single and single != STDIO else None  # fails before torch
+    check_model(model)
+    check_runtime(device, precision)
+    from ..files import encode_files, encode_progress_total
+
     codec = load_codec(model, device, precision, threads, quiet)
     started = time.monotonic()
     total = known_sum(encode_progress_total(codec, source) for source in sources)
@@ -137,9 +140,10 @@ def decode(
     pairs = output_pairs(sources, output, f".{format_name or 'wav'}")
     for _, target in pairs:
         check_output(target, force, sources)
-    check_runtime(device, precision)
     single = sources[0] if len(sources) == 1 else None
-    header = read_header(single)[0] if single and single != STDIO else None  # fails at once
+    header = read_header(single)[0] if single and single != STDIO else None  # fails before torch
+    check_model(model)
+    check_runtime(device, precision)
     from ..files import decode_progress_total
 
     codec = load_codec(model, device, precision, threads, quiet)

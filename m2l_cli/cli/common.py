@@ -19,7 +19,7 @@ from ..display import error, note, say, status, written_line
 from ..errors import M2LError
 from ..stdio import abandon_stdout, flush_stdout, print_text
 from ..text import shown
-from ..weights_header import MODEL_VARIABLE
+from ..weights_header import MODEL_VARIABLE, check_file, find_model
 
 if TYPE_CHECKING:
     from ..codec import Codec
@@ -124,6 +124,11 @@ def parse_metadata(items: list[str] | None) -> dict[str, str]:
     if problem:
         raise typer.BadParameter(problem, param_hint="--meta")
     return metadata
+
+
+def check_model(model: Path | None) -> None:
+    """A missing or broken model file is reported at once, not after torch loads."""
+    check_file(find_model(model))
 
 
 def check_runtime(device: str, precision: str | None = None) -> None:

@@ -22,6 +22,7 @@ from .common import (
     SigmaOption,
     ThreadsOption,
     app,
+    check_model,
     check_runtime,
     load_codec,
 )
@@ -67,14 +68,15 @@ def evaluate(
     """Objective metrics (SI-SDR, log-mel, multi-resolution STFT, ViSQOL) and diagnostics
     (loudness, level per band, chunk-boundary ticks), with the equal-budget naive 689 Hz
     codec as the reference row. The report goes to stdout (tables, or --json)."""
-    from ..evaluation import compare_folders, evaluate_codec
-
     if len(paths) not in (1, 2):
         raise typer.BadParameter("give REF_DIR TEST_DIR, or one folder with --model")
     if len(paths) == 1:
+        check_model(model)
         check_runtime(device, precision)
     if output:
         check_output(str(output), force)
+    from ..evaluation import compare_folders, evaluate_codec
+
     if len(paths) == 2:
         result = compare_folders(paths[0], paths[1], use_visqol=visqol, max_seconds=max_seconds)
     else:

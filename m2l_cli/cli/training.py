@@ -69,7 +69,10 @@ def train(
     ] = None,
     consistency_precision: Annotated[
         str | None,
-        typer.Option(metavar="NAME", help="fp32, bf16 or inherit (as --precision)."),
+        typer.Option(
+            metavar="NAME",
+            help="auto (fp32 where bf16 rounding would swamp the loss), fp32, bf16 or inherit.",
+        ),
     ] = None,
     zero_init_head: Annotated[
         bool | None,

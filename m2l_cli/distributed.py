@@ -26,16 +26,15 @@ import tempfile
 from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 from .batch import BatchPlan
 from .codec import Codec
-from .defaults import DEFAULT_BATCH_SIZE, DEFAULT_SIGMA_COND
 from .errors import M2LError
-from .files import FileResult, Pairs, decode_files, encode_files
+from .files import Coding, FileResult, Pairs, code_files
 from .remote import fetch, first_line, is_uri, store
 from .remote import plan as plan_remote
 from .runtime import set_threads
@@ -50,20 +49,6 @@ MAX_GROUP_FILES = 16
 IN_FLIGHT = 2
 CONNECT_SECONDS = 10.0
 """Groups queued at each actor, so it starts the next as soon as one is done."""
-
-
-@dataclass(frozen=True)
-class Coding:
-    """What to do with each file: the options `m2l batch` shares with encode/decode."""
-
-    decode: bool = False
-    batch_size: int = DEFAULT_BATCH_SIZE
-    metadata: dict[str, str] = field(default_factory=dict)
-    sigma_cond: float = DEFAULT_SIGMA_COND
-    seed: int = 0
-    sample_rate: int | None = None
-    format_name: str | None = None
-    subtype: str | None = None
 
 
 @dataclass(frozen=True)
@@ -332,7 +317,7 @@ def code_group(codec: Codec, pairs: Group, coding: Coding, scratch: Path) -> lis
             continue
         staged[item.local_source] = item
     local_pairs = [(item.local_source, item.local_target) for item in staged.values()]
-    for result in _code(codec, local_pairs, coding):
+    for result in code_files(codec, local_pairs, coding):
         item = staged[result.source]
         if result.error is None and is_uri(item.target):
             try:
@@ -352,18 +337,3 @@ def _stage(index: int, source: str, target: str, folder: Path) -> Staged:
         (folder / "out").mkdir()
         local_target = str(folder / "out" / target.rsplit("/", 1)[-1])
     return Staged(index, source, target, local_source, local_target)
-
-
-def _code(codec: Codec, pairs: Pairs, coding: Coding) -> Iterator[FileResult]:
-    if not coding.decode:
-        return encode_files(codec, pairs, metadata=coding.metadata, batch_size=coding.batch_size)
-    return decode_files(
-        codec,
-        pairs,
-        sigma_cond=coding.sigma_cond,
-        seed=coding.seed,
-        sample_rate=coding.sample_rate,
-        format_name=coding.format_name,
-        subtype=coding.subtype,
-        batch_size=coding.batch_size,
-    )

@@ -4,7 +4,7 @@ batched together, every output written atomically, one result per file."""
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from .atomic import AtomicOutput
@@ -43,6 +43,36 @@ class FileResult:
     error: str | None = None
     channels: int = 0
     size: int = 0
+
+
+@dataclass(frozen=True)
+class Coding:
+    """What to do with each file of a batch: encode, or decode with these options."""
+
+    decode: bool = False
+    batch_size: int = DEFAULT_BATCH_SIZE
+    metadata: dict[str, str] = field(default_factory=dict)
+    sigma_cond: float = DEFAULT_SIGMA_COND
+    seed: int = 0
+    sample_rate: int | None = None
+    format_name: str | None = None
+    subtype: str | None = None
+
+
+def code_files(codec: Codec, pairs: Pairs, coding: Coding) -> Iterator[FileResult]:
+    """`encode_files` or `decode_files` on (source, target) pairs, as `coding` says."""
+    if not coding.decode:
+        return encode_files(codec, pairs, metadata=coding.metadata, batch_size=coding.batch_size)
+    return decode_files(
+        codec,
+        pairs,
+        sigma_cond=coding.sigma_cond,
+        seed=coding.seed,
+        sample_rate=coding.sample_rate,
+        format_name=coding.format_name,
+        subtype=coding.subtype,
+        batch_size=coding.batch_size,
+    )
 
 
 def encode_progress_total(codec: Codec, source: str) -> int | None:

@@ -74,7 +74,6 @@ def test_info_does_not_import_torch(tmp_path: Path) -> None:
         (("decode", "missing.m2l"), "m2l: error: missing.m2l: no such file"),
         (("encode", "a.wav", "-m", "none.safetensors"), "none.safetensors: no such weights"),
         (("decode", "a.m2l", "-m", "a.wav"), "a.wav: not a safetensors weights file"),
-        (("batch", ".", "-m", "none.safetensors"), "none.safetensors: no such weights"),
         (("eval", ".", "-m", "none.safetensors"), "none.safetensors: no such weights"),
     ],
 )

@@ -21,7 +21,6 @@ from ..display import (
     terminal_width,
 )
 from ..text import shown
-from .coding import decode_pairs
 from .common import (
     FORMATS,
     BatchOption,
@@ -38,15 +37,17 @@ from .common import (
     SubtypeOption,
     ThreadsOption,
     app,
-    check_model,
     check_runtime,
     load_codec,
     parse_metadata,
 )
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from ..batch import BatchPlan
-    from ..files import FileResult
+    from ..distributed import Workers
+    from ..files import Coding, FileResult
 
 
 @app.command(short_help="Encode (or decode) every file in a folder.")
@@ -90,31 +91,25 @@ def batch(
     """Encode every audio file in a folder (or decode every .m2l with --decode). Every
     entry not coded is reported with the reason. With --engine ray, the files are coded
     by Ray workers (--threads: each worker's), read and written through pyarrow."""
-    from ..batch import plan_batch
-
     metadata = parse_metadata(meta)
-    if engine not in ("local", "ray"):
-        raise typer.BadParameter(f"{shown(engine)!r} is not local or ray", param_hint="--engine")
-    if engine == "local" and (ray_address or actors or gpus_per_actor):
-        raise typer.BadParameter("needs --engine ray", param_hint="--ray-address/--actors/--gpus")
-    if engine == "local":
-        check_model(model)
+    check_engine_options(engine, ray_address, actors, gpus_per_actor)
     if engine == "local" or not gpus_per_actor:  # GPU workers may see devices we do not
         check_runtime(device, precision)
-    if engine == "ray":
-        from ..distributed import Coding, Workers
-        from ..distributed import batch as ray_batch
+    from ..files import Coding
 
-        coding = Coding(
-            decode=decode_mode,
-            batch_size=batch_size,
-            metadata=metadata,
-            sigma_cond=sigma_cond,
-            seed=seed,
-            sample_rate=sample_rate,
-            format_name=format_name,
-            subtype=subtype,
-        )
+    coding = Coding(
+        decode=decode_mode,
+        batch_size=batch_size,
+        metadata=metadata,
+        sigma_cond=sigma_cond,
+        seed=seed,
+        sample_rate=sample_rate,
+        format_name=format_name,
+        subtype=subtype,
+    )
+    if engine == "ray":
+        from ..distributed import Workers
+
         workers = Workers(
             address=ray_address,
             actors=actors,
@@ -124,29 +119,62 @@ def batch(
             precision=precision,
             model=model,
         )
-        started = time.monotonic()
-        run = ray_batch(folder, output_dir=output_dir, force=force, coding=coding, workers=workers)
-        show_batch(run.plan, run.results, quiet, started)
+        batch_on_ray(folder, output_dir, force, coding, workers, quiet)
+    batch_here(folder, output_dir, force, coding, quiet, (model, device, precision, threads))
+
+
+def check_engine_options(
+    engine: str, ray_address: str | None, actors: int | None, gpus_per_actor: float
+) -> None:
+    """The Ray options go with --engine ray only."""
+    if engine not in ("local", "ray"):
+        raise typer.BadParameter(f"{shown(engine)!r} is not local or ray", param_hint="--engine")
+    if engine == "local" and (ray_address or actors or gpus_per_actor):
+        raise typer.BadParameter("needs --engine ray", param_hint="--ray-address/--actors/--gpus")
+
+
+def batch_on_ray(
+    folder: str,
+    output_dir: str | None,
+    force: bool,
+    coding: Coding,
+    workers: Workers,
+    quiet: bool,
+) -> NoReturn:
+    """The batch coded by Ray workers; exits as `show_batch` does."""
+    from ..distributed import batch as ray_batch
+
+    started = time.monotonic()
+    run = ray_batch(folder, output_dir=output_dir, force=force, coding=coding, workers=workers)
+    show_batch(run.plan, run.results, quiet, started)
+
+
+def batch_here(
+    folder: str,
+    output_dir: str | None,
+    force: bool,
+    coding: Coding,
+    quiet: bool,
+    model_options: tuple[Path | None, str, str, int | None],
+) -> NoReturn:
+    """The batch coded in this process, the model loaded only if there is work; exits
+    as `show_batch` does. `model_options`: model, device, precision, threads."""
+    from ..batch import plan_batch
+    from ..files import code_files
+
     plan = plan_batch(
         folder,
-        decode=decode_mode,
+        decode=coding.decode,
         output_dir=output_dir,
-        format_name=format_name or FORMATS[0],
+        format_name=coding.format_name or FORMATS[0],
         force=force,
     )
     runs: Iterator[FileResult] = iter(())
     started = time.monotonic()
     if plan.pairs:
-        from ..files import encode_files
-
-        codec = load_codec(model, device, precision, threads, quiet)
+        codec = load_codec(*model_options, quiet)
         started = time.monotonic()
-        if decode_mode:
-            runs = decode_pairs(
-                codec, plan.pairs, sigma_cond, seed, sample_rate, format_name, subtype, batch_size
-            )
-        else:
-            runs = encode_files(codec, plan.pairs, metadata=metadata, batch_size=batch_size)
+        runs = code_files(codec, plan.pairs, coding)
     show_batch(plan, runs, quiet, started)
 
 

@@ -61,7 +61,11 @@ QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="No progress or
 SigmaOption = Annotated[
     float,
     typer.Option(
-        "--sigma-cond", min=0.0, max=80.0, metavar="X", help="Noise on the previous chunk."
+        "--sigma-cond",
+        min=0.0,
+        max=80.0,
+        metavar="X",
+        help="Noise on the previous chunk (more: softer chunk ticks, duller top octave).",
     ),
 ]
 SeedOption = Annotated[

@@ -9,7 +9,8 @@ overhead ratios (Ray's wall / the local engine's). The Ray engine is measured tw
 cold (`ray.init` of a new local Ray included, as `m2l batch --engine ray` does without
 --ray-address) and warm (joining a running Ray: actor start, model loads, coding). Both
 engines load the model once per process, so the local figure includes its load too.
-Needs the [ray] extra. Outputs are checked to be byte-identical to the local engine's.
+Needs the [ray] extra. Says whether the outputs are byte-identical to the local engine's
+(on some CPUs batching rounds the last bit of a few latents differently).
 """
 
 from __future__ import annotations

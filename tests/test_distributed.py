@@ -1,5 +1,5 @@
 """The Ray engine of `m2l batch` on a real local Ray (two CPUs, one session for the
-module): the local engine's outputs byte for byte, resuming, bad files, URIs."""
+module): the local engine's outputs, resuming, bad files, URIs."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from commands import assert_one_line_error, m2l
 from m2l_cli import Codec
 from m2l_cli.atomic import HOST, SUFFIX
 from m2l_cli.batch import plan_batch
+from m2l_cli.container import Latents
 from m2l_cli.distributed import INSTALL_HINT, Workers, batch, check_address, import_ray
 from m2l_cli.errors import M2LError
 from m2l_cli.files import decode_files, encode_files
@@ -57,15 +58,37 @@ def workers(model_file: Path, **options: object) -> Workers:
     return Workers(**(settings | options))
 
 
-def local_outputs(codec: Codec, folder: Path, output_dir: Path) -> dict[str, bytes]:
+def local_outputs(codec: Codec, folder: Path, output_dir: Path) -> dict[str, Latents]:
     """What the local engine writes for `folder`, by path relative to `output_dir`."""
     plan = plan_batch(folder, output_dir=output_dir)
     list(encode_files(codec, plan.pairs))
     return tree(output_dir)
 
 
-def tree(folder: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+def tree(folder: Path) -> dict[str, Latents]:
+    """Every file under `folder`, read as a container (a stray file fails the read)."""
+    return {str(p.relative_to(folder)): Latents.load(p) for p in folder.rglob("*") if p.is_file()}
+
+
+def header(latents: Latents) -> dict[str, object]:
+    return {key: value for key, value in vars(latents).items() if key != "values"}
+
+
+def assert_same_containers(actual: dict[str, Latents], expected: dict[str, Latents]) -> None:
+    """The same files with the same headers, and latents equal up to float rounding.
+
+    The local engine batches chunks across files, a Ray worker across its group's files:
+    a different batch may round the last bit of a float16 value differently (it does on
+    some AMD CPUs)."""
+    assert sorted(actual) == sorted(expected)
+    for name, latents in actual.items():
+        assert header(latents) == header(expected[name])
+        np.testing.assert_allclose(
+            latents.values.astype(np.float32),
+            expected[name].values.astype(np.float32),
+            rtol=2**-10,
+            atol=1e-5,
+        )
 
 
 def test_without_ray_the_engine_says_how_to_install_it(monkeypatch, music, tmp_path):
@@ -94,14 +117,14 @@ def test_ray_options_need_the_ray_engine(music, tmp_path):
     assert result.returncode == 2 and b"needs --engine ray" in result.stderr
 
 
-def test_ray_writes_the_local_engines_containers_byte_for_byte_and_a_rerun_resumes(
+def test_ray_writes_the_local_engines_containers_and_a_rerun_resumes(
     ray_cluster, codec, model_file, music, tmp_path
 ):
     expected = local_outputs(codec, music, tmp_path / "local")
     output = tmp_path / "ray"
     run = batch(music, output_dir=output, workers=workers(model_file, group_files=1))
     results = {result.source: result for result in run.results}
-    assert tree(output) == expected
+    assert_same_containers(tree(output), expected)
     assert sorted(expected) == sorted(f"{name}.m2l" for name in NAMES)
     bad = results.pop(str(music / "album" / "notes.wav"))  # reported; the others go on
     assert bad.error is not None and bad.error.startswith(f"{music / 'album' / 'notes.wav'}: ")
@@ -122,7 +145,8 @@ def test_ray_writes_the_local_engines_containers_byte_for_byte_and_a_rerun_resum
     assert [(r.source, r.error) for r in again.results if r.source != bad.source] == [
         (str(music / "album" / "b.flac"), None)
     ]
-    assert tree(output) == expected and not leftover.exists()
+    assert not leftover.exists()
+    assert_same_containers(tree(output), expected)
     assert (output / "a.wav.m2l").stat().st_mtime_ns == finished
 
 
@@ -133,7 +157,7 @@ def test_file_uris_are_read_and_written_through_pyarrow(
     source, target = music.as_uri(), (tmp_path / "uri").as_uri()
     run = batch(source, output_dir=target, workers=workers(model_file, actors=1))
     results = list(run.results)
-    assert tree(tmp_path / "uri") == expected  # no temporary file left either
+    assert_same_containers(tree(tmp_path / "uri"), expected)  # no temporary file left either
     assert sorted(result.target for result in results if not result.error) == sorted(
         f"{target}/{name}.m2l" for name in NAMES
     )

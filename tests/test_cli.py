@@ -143,6 +143,9 @@ def test_usage_errors_exit_2(workdir: Path, model_file: Path) -> None:
     assert (
         m2l("decode", "x.m2l", "--sigma-cond", "-1", cwd=workdir, model=model_file).returncode == 2
     )
+    both = ("--validation", ".", "--no-validation")
+    assert m2l("train", ".", *both, cwd=workdir, model=model_file).returncode == 2
+    assert not (workdir / "runs").exists()
 
 
 def test_batch_mirrors_the_tree_and_goes_on_after_a_bad_file(

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import soundfile
 import torch
+from commands import m2l
 from safetensors.torch import save_file
 
 from m2l_cli import Codec
@@ -409,6 +410,27 @@ def test_resuming_continues_bit_for_bit(music: Path, tmp_path: Path) -> None:
     assert gaps == [1.0, 0.5, 0.125]  # the curriculum went on where it stopped
 
 
+def test_a_resumed_run_validates_on_the_folder_it_started_with(music: Path, tmp_path: Path) -> None:
+    clips, run = tmp_path / "clips", tmp_path / "run"
+    clips.mkdir()
+    soundfile.write(clips / "clip.flac", soundfile.read(music / "song0.flac")[0][:22050], 44100)
+    validating = settings(validate_every=1, validation_folder=str(clips))
+    train(music, run, settings=validating, steps=1, device=CPU)
+    train(music, run, steps=1, device=CPU, resume=True)
+    train(music, run, steps=1, device=CPU, resume=True, routine={"validation_folder": ""})
+    rows = (run / "validation.csv").read_text().splitlines()
+    assert [row.split(",")[0] for row in rows] == ["step", "1", "2"]
+
+
+def test_a_missing_validation_folder_stops_a_run_before_it_starts(
+    music: Path, tmp_path: Path
+) -> None:
+    missing = settings(validation_folder=str(tmp_path / "gone"))
+    with pytest.raises(M2LError, match="gone"):
+        train(music, tmp_path / "run", settings=missing, steps=1, device=CPU)
+    assert not (tmp_path / "run").exists()
+
+
 def test_a_new_run_refuses_a_folder_with_a_checkpoint(music: Path, tmp_path: Path) -> None:
     train(music, tmp_path / "run", settings=settings(), steps=1, device=CPU)
     with pytest.raises(M2LError, match="--resume"):
@@ -429,6 +451,18 @@ def test_export_writes_float16_ema_weights_that_load_as_a_codec(
     ema = trainer.ema.state_dict()
     for name, value in codec.model.state_dict().items():
         assert torch.equal(value, ema[name].half().float()), name
+
+
+def test_m2l_export_writes_a_model_quietly_and_keeps_an_existing_one(
+    music: Path, tmp_path: Path
+) -> None:
+    train(music, tmp_path / "run", settings=settings(), steps=1, device=CPU)
+    export = ("export", "run/checkpoint.safetensors", "-o", "m.safetensors", "-q")
+    first = m2l(*export, cwd=tmp_path, model=None)
+    assert first.returncode == 0 and first.stderr == b""
+    assert Codec.load(tmp_path / "m.safetensors").model_name == "tiny-step1"
+    assert m2l(*export, cwd=tmp_path, model=None).returncode != 0
+    assert m2l(*export, "--force", cwd=tmp_path, model=None).returncode == 0
 
 
 def test_a_new_run_can_start_from_exported_weights(music: Path, tmp_path: Path) -> None:

@@ -100,8 +100,14 @@ def train(
     threads: ThreadsOption = None,
     validation: Annotated[
         Path | None,
-        typer.Option(metavar="DIR", help="Folder of clips reconstructed at each validation."),
+        typer.Option(
+            metavar="DIR",
+            help="Folder of clips reconstructed at each validation (a resumed run keeps it).",
+        ),
     ] = None,
+    no_validation: Annotated[
+        bool, typer.Option("--no-validation", help="Do not validate (a resumed run: no more).")
+    ] = False,
     validate_every: Annotated[
         int | None, typer.Option(min=1, metavar="N", help="Steps between validations (500).")
     ] = None,
@@ -116,15 +122,18 @@ def train(
     """Train a model by consistency training (resumable; Ctrl-C saves and exits).
 
     Unset options take the defaults of docs/TRAINING.md. A resumed run keeps the
-    settings it started with; only the worker count and how often it logs, validates
-    and saves can be changed."""
+    settings it started with; only the worker count, the validation folder and how
+    often it logs, validates and saves can be changed."""
     from ..runtime import resolve_device, set_threads
-    from ..training import TrainingPlan, make_validator
+    from ..training import TrainingPlan
     from ..training import train as run_training
 
     check_runtime(device)
+    if validation and no_validation:
+        raise typer.BadParameter("--validation and --no-validation exclude each other")
     if threads:
         set_threads(threads)
+    validation_folder = str(validation.resolve()) if validation else None
     given = dict(
         preset=preset_name,
         batch_size=batch_size,
@@ -144,13 +153,13 @@ def train(
         log_every=log_every,
         validate_every=validate_every,
         checkpoint_every=checkpoint_every,
+        validation_folder="" if no_validation else validation_folder,
     )
     switches = dict(frequency_scaling=frequency_scaling, summary_index_embedding=summary_index)
     try:
         plan = TrainingPlan.from_options(given, switches, resume=resume, init=init)
     except ValueError as problem:
         raise typer.BadParameter(str(problem)) from None
-    validator = make_validator(validation) if validation else None
 
     def show(row: dict) -> None:
         if not quiet:
@@ -169,12 +178,12 @@ def train(
         device=resolve_device(device),
         resume=resume,
         on_log=show,
-        validate=validator,
         initial_weights=init,
         added_parts=plan.added_parts,
         routine=plan.routine,
     )
-    note(f"checkpoint at step {trainer.step} in {run}")
+    if not quiet:
+        note(f"checkpoint at step {trainer.step} in {run}")
 
 
 @app.command(short_help="Export a checkpoint as a model file.")
@@ -189,10 +198,12 @@ def export(
         str | None, typer.Option(metavar="NAME", help="Model name stored in the file.")
     ] = None,
     force: ForceOption = False,
+    quiet: QuietOption = False,
 ) -> None:
     """Export a checkpoint's EMA weights as a float16 model file for --model."""
     from ..training import export_checkpoint
 
     check_output(str(output), force, [str(checkpoint)])
     model_id = export_checkpoint(checkpoint, output, name)
-    note(f"wrote {output} (model {model_id})")
+    if not quiet:
+        note(f"wrote {output} (model {model_id})")

@@ -63,10 +63,12 @@ class TrainConfig:
     log_every: int = 10
     validate_every: int = 500
     checkpoint_every: int = 100
+    # Folder of clips reconstructed at each validation ("": none); a resumed run keeps it.
+    validation_folder: str = ""
 
     # Settings that say how often things happen, not what is learned: they may change
     # when a run is resumed (on another machine, say) without changing its weights.
-    ROUTINE = ("workers", "log_every", "validate_every", "checkpoint_every")
+    ROUTINE = ("workers", "log_every", "validate_every", "checkpoint_every", "validation_folder")
     # What a checkpoint that lacks a key was doing (the recipe before the key existed).
     LEGACY = {
         "ema_warmup": False,

@@ -26,6 +26,7 @@ from .checkpoint import CHECKPOINT_NAME, Checkpoint, load_checkpoint, save_check
 from .config import TrainConfig
 from .data import CropDataset, crop_loader, find_tracks
 from .objective import TrainingPrecision, consistency_loss, curriculum_gap
+from .validation import make_validator
 
 GROWN_PARTS = ("consistency.frequency_scaling.", "decoder.summary_index")
 
@@ -182,9 +183,9 @@ def train(
     leaves a checkpoint of the last finished step in `run`. A new run can start from
     the weights of a model file (`initial_weights`; its config, grown by `added_parts`,
     replaces the preset).
-    `routine` replaces routine settings (`TrainConfig.ROUTINE`), of a resumed run too."""
+    `routine` replaces routine settings (`TrainConfig.ROUTINE`), of a resumed run too.
+    Without `validate`, the run validates on its `validation_folder`, if it has one."""
     device = device or resolve_device()
-    run.mkdir(parents=True, exist_ok=True)
     checkpoint_path = run / CHECKPOINT_NAME
     if resume:
         trainer = Trainer.resume(checkpoint_path, device)
@@ -195,6 +196,9 @@ def train(
             settings or TrainConfig(), device, initial_weights, model_config, added_parts
         )
     trainer.settings = settings = trainer.settings.with_routine(routine)
+    if validate is None and settings.validation_folder:
+        validate = make_validator(Path(settings.validation_folder))
+    run.mkdir(parents=True, exist_ok=True)
     last_step = min(trainer.step + steps, settings.total_steps) if steps else settings.total_steps
     config = trainer.config
     tracks = find_tracks(data, 2 * config.chunk_samples + config.n_fft, config.sample_rate)

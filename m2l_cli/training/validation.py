@@ -5,13 +5,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..audio import audio_info
 from ..codec import Codec
 from ..errors import M2LError
 from ..evaluation import CODEC_SYSTEM, audio_files, evaluate_codec
 from ..evaluation.report import DIAGNOSTIC_COLUMNS, SCORE_COLUMNS
-from .loop import Trainer
+
+if TYPE_CHECKING:
+    from .loop import Trainer
 
 
 def make_validator(

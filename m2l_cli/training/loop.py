@@ -26,7 +26,7 @@ from .checkpoint import CHECKPOINT_NAME, Checkpoint, load_checkpoint, save_check
 from .config import TrainConfig
 from .data import CropDataset, crop_loader, find_tracks
 from .objective import TrainingPrecision, consistency_loss, curriculum_gap
-from .validation import make_validator
+from .validation import Validator, make_validator
 
 GROWN_PARTS = ("consistency.frequency_scaling.", "decoder.summary_index")
 
@@ -174,7 +174,7 @@ def train(
     device: torch.device | None = None,
     resume: bool = False,
     on_log: Callable[[dict], None] | None = None,
-    validate: Callable[[Trainer], dict] | None = None,
+    validate: Validator | None = None,
     initial_weights: Path | None = None,
     added_parts: Mapping[str, Any] | None = None,
     routine: dict[str, int] | None = None,
@@ -235,7 +235,7 @@ def _run(
     log: TrainingLog,
     checkpoint_path: Path,
     on_log: Callable[[dict], None] | None,
-    validate: Callable[[Trainer], dict] | None,
+    validate: Validator | None,
 ) -> None:
     """The loop itself; Ctrl-C ends it quietly (the caller saves)."""
     settings = trainer.settings
@@ -254,7 +254,8 @@ def _run(
             if trainer.step % settings.checkpoint_every == 0:
                 trainer.save(checkpoint_path)
             if validate and trainer.step % settings.validate_every == 0:
-                log.write("validation", {"step": trainer.step, **validate(trainer)})
+                scores = validate(trainer.ema, trainer.device)
+                log.write("validation", {"step": trainer.step, **scores})
     except KeyboardInterrupt:
         pass
 

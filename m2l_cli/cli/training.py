@@ -133,7 +133,7 @@ def train(
         raise typer.BadParameter("--validation and --no-validation exclude each other")
     if threads:
         set_threads(threads)
-    validation_folder = str(validation.resolve()) if validation else None
+    validation_folder = "" if no_validation else validation and str(validation.resolve())
     given = dict(
         preset=preset_name,
         batch_size=batch_size,
@@ -153,7 +153,7 @@ def train(
         log_every=log_every,
         validate_every=validate_every,
         checkpoint_every=checkpoint_every,
-        validation_folder="" if no_validation else validation_folder,
+        validation_folder=validation_folder,
     )
     switches = dict(frequency_scaling=frequency_scaling, summary_index_embedding=summary_index)
     try:

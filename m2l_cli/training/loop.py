@@ -177,7 +177,7 @@ def train(
     validate: Validator | None = None,
     initial_weights: Path | None = None,
     added_parts: Mapping[str, Any] | None = None,
-    routine: dict[str, int] | None = None,
+    routine: dict[str, Any] | None = None,
 ) -> Trainer:
     """Trains until `steps` more steps (or total_steps) are done, or Ctrl-C; always
     leaves a checkpoint of the last finished step in `run`. A new run can start from
